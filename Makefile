@@ -1,0 +1,29 @@
+# Two entry points: `make demo` and `make test`. Both create .venv when missing.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DATA    ?= $(if $(LORABENCH_DATA_DIR),$(LORABENCH_DATA_DIR),$(wildcard ../shared/data/sst2))
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: an unpinned resolver would otherwise pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -c "import torch; print('torch', torch.__version__)" > $(VENV)/.torch-before
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -c "import torch; print('torch', torch.__version__)" | cmp -s - $(VENV)/.torch-before \
+	  || { echo "error: installing lorabench replaced torch ($$(cat $(VENV)/.torch-before))" >&2; exit 1; }
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench train configs/sst2-minilm.yaml -o runs/demo
+
+test: $(STAMP)
+	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
