@@ -1,0 +1,100 @@
+"""The public entry points for methods: ``adapt`` a model and ``build_optimizer`` for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import PeftModel, get_peft_model
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from .errors import ConfigError
+from .methods import get_method, option_owner
+from .methods.base import Calibration
+
+# Output heads that "all-linear" leaves alone; the cls head's classifier is trained in full instead.
+OUTPUT_HEADS = ("classifier", "score", "lm_head")
+
+
+def method_options(method: str, options: dict[str, Any]) -> BaseModel:
+    """Validate ``options`` against ``method``'s option model; errors name the option and the method."""
+    try:
+        m = get_method(method)
+    except KeyError as e:
+        raise ConfigError(f"method: {e.args[0]}") from None
+    for key in options:
+        if key not in m.Options.model_fields:
+            owner = option_owner(key)
+            where = f" (it belongs to {owner!r})" if owner else ""
+            raise ConfigError(f"{key}: option not taken by method {method!r}{where}")
+    try:
+        return m.Options(**options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{key}: {err['msg']} (got {err.get('input')!r}) for method {method!r}") from None
+
+
+def is_classifier(model: nn.Module) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def targeted_linears(model: nn.Module, target_modules: str | list[str]) -> list[tuple[str, nn.Linear]]:
+    """The linear layers that ``target_modules`` selects (PEFT's "all-linear" or leaf names)."""
+    out = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if target_modules == "all-linear":
+            if leaf not in OUTPUT_HEADS:
+                out.append((name, mod))
+        elif isinstance(target_modules, str):
+            if leaf == target_modules:
+                out.append((name, mod))
+        elif leaf in target_modules:
+            out.append((name, mod))
+    return out
+
+
+def adapt(model: nn.Module, method: str, *, rank: int, alpha: float,
+          target_modules: str | list[str] | None = None, dropout: float = 0.0,
+          calibration: Calibration | None = None, **options: Any) -> PeftModel:
+    """Freeze ``model`` and attach ``method``'s adapter to ``target_modules`` (default: all linear layers).
+
+    ``calibration`` supplies training batches to methods whose init needs data (``.batches(n)``). Returns the PEFT
+    model, whose only trainable parameters are the adapter's (and, for a classifier, its head).
+    """
+    opts = method_options(method, options)
+    targets = target_modules or "all-linear"
+    linears = targeted_linears(model, targets)
+    if not linears:
+        raise ConfigError(f"target_modules: {targets!r} matches no linear layer of {type(model).__name__}")
+    if rank < 1:
+        raise ConfigError(f"rank: must be >= 1 (got {rank})")
+    name, smallest = min(linears, key=lambda nl: min(nl[1].in_features, nl[1].out_features))
+    limit = min(smallest.in_features, smallest.out_features)
+    if rank > limit:
+        raise ConfigError(f"rank: {rank} exceeds the dimension {limit} of targeted layer {name!r}")
+    classifier = is_classifier(model)
+    head = [n for n in ("classifier", "score") if hasattr(model, n)] if classifier else None
+    m = get_method(method)
+    config = m.peft_config(rank=rank, alpha=alpha, target_modules=targets, dropout=dropout,
+                           task_type="SEQ_CLS" if classifier else "CAUSAL_LM", modules_to_save=head, opts=opts)
+    peft_model = get_peft_model(model, config)
+    m.initialise(peft_model, opts, calibration)
+    return peft_model
+
+
+def build_optimizer(model: nn.Module, method: str, *, lr: float, weight_decay: float = 0.0,
+                    **options: Any) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s trainable parameters, grouped as ``method`` requires (e.g. LoRA+'s η_B)."""
+    if lr <= 0:
+        raise ConfigError(f"lr: must be > 0 (got {lr})")
+    opts = method_options(method, options)
+    return get_method(method).build_optimizer(model, lr=lr, weight_decay=weight_decay, opts=opts)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

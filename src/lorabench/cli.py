@@ -1,0 +1,95 @@
+"""The ``lorabench`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare LoRA variants fairly: one trainer, the same data, tuned learning rates, "
+                       "measured time and memory.")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"lorabench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                          help="Print the version and exit.")] = None) -> None:
+    pass
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/sst2-minilm.yaml.")],
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (default: runs/METHOD-TIME).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set lr=1e-4 "
+                                                      "--set model.name=tiny-llama (repeatable).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train and evaluate one method; write config, metrics, predictions, adapter and result.json."""
+    from .errors import LorabenchError
+    from .config import load_config
+    from .runner import run
+
+    try:
+        cfg = load_config(config, set_ or [])
+        result = run(cfg, out, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+    except LorabenchError as e:
+        _fail(str(e))
+    typer.echo(summary(result))
+    if result["status"] == "failed":
+        typer.echo(result["error"], err=True)
+        raise typer.Exit(1)
+
+
+def summary(r: dict) -> str:
+    f = r.get("final") or {}
+    b = r.get("best") or {}
+
+    def num(x, fmt):
+        return format(x, fmt) if isinstance(x, int | float) else "-"
+
+    rows = [
+        ("status", r["status"]), ("method", r["method"]),
+        ("accuracy (final)", num(f.get("accuracy"), ".4f")), ("macro-F1 (final)", num(f.get("macro_f1"), ".4f")),
+        ("accuracy (best)", f"{num(b.get('accuracy'), '.4f')} at step {b.get('step')}"),
+        ("train_seconds", num(r["train_seconds"], ".1f")), ("samples/s", num(r.get("samples_per_second"), ".1f")),
+        ("peak memory MB", f"{num(r['peak_memory_mb'], '.0f')} ({r['memory_kind']})"),
+        ("trainable params", f"{r['trainable_params']:,}"), ("tokens seen", f"{r['tokens_seen']:,}"),
+        ("run folder", r.get("run_dir", "")),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the registered methods: name, what it does, paper."""
+    from .methods import method_classes
+
+    classes = method_classes()
+    w = max(len(c.name) for c in classes)
+    for c in classes:
+        typer.echo(f"{c.name:<{w}}  {c.summary}  [{c.paper}]")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,171 @@
+"""Run configuration: pydantic models, YAML loading and ``--set key=value`` overrides.
+
+Method options (``loraplus_ratio``, ``lora_xs_init_std`` …) are flat top-level keys. Each belongs to
+one method; giving it to another method is an error, and the resolved config carries the chosen
+method's options with their defaults filled in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from .adapters import method_options
+from .methods import option_owner
+from .errors import ConfigError
+
+SST2_TEMPLATE = "Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n"
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("minilm", description="'minilm', 'tiny-llama', a Hugging Face model id or a local folder")
+    head: Literal["cls", "lm"] | None = Field(None, description="cls: classification head; lm: label words")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_length: PositiveInt = 128
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _default_head(self) -> ModelConfig:
+        if self.head is None:
+            self.head = "lm" if self.name == "tiny-llama" or "llama" in self.name.lower() else "cls"
+        return self
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["sst2"] = "sst2"
+    dir: str | None = Field(None, description="GLUE-format folder; else $LORABENCH_DATA_DIR; else the hub")
+    n_train: PositiveInt | None = Field(20_000, description="training subset size (None: all)")
+    n_eval: PositiveInt | None = Field(None, description="evaluate on the first n dev rows (None: all)")
+    subset_seed: int = Field(0, description="fixes the training subset, the same for every run seed")
+    template: str = SST2_TEMPLATE
+    label_words: list[str] = Field(["negative", "positive"], min_length=2)
+
+    def resolved_dir(self) -> str | None:
+        return self.dir or os.environ.get("LORABENCH_DATA_DIR") or None
+
+
+class RunConfig(BaseModel):
+    """One training run. Unknown top-level keys must be options of ``method``."""
+
+    model_config = ConfigDict(extra="allow")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    method: str = "lora"
+    rank: PositiveInt = 8
+    alpha: float = Field(16.0, gt=0)
+    target_modules: str | list[str] = "all-linear"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    lr: float = Field(4e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    steps: PositiveInt = 300
+    batch_size: PositiveInt = 16
+    grad_accum: PositiveInt = 1
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    eval_every: PositiveInt = 50
+    eval_batch_size: PositiveInt = 64
+    seed: int = 0
+    diverge_factor: float = Field(10.0, gt=1, description="diverged when loss > factor × first loss")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = Field(False, description="bf16 autocast (GPU)")
+    gradient_checkpointing: bool = False
+    save_adapter: bool = True
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = []
+
+    @model_validator(mode="after")
+    def _resolve_method_options(self) -> RunConfig:
+        extras = dict(self.model_extra or {})
+        for key in extras:
+            if option_owner(key) is None:
+                raise ConfigError(f"{key}: unknown config key")
+        opts = method_options(self.method, extras)
+        for key, value in opts.model_dump().items():
+            setattr(self, key, value)
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The chosen method's options, defaults filled in."""
+        return dict(self.model_extra or {})
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "model.name=minilm"]`` → nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw mapping; any problem becomes one ``ConfigError`` line naming the key."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
+        msg = "unknown config key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{source}: {key}: {msg}{got}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply ``key=value`` overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = merge(raw, parse_overrides(overrides or []))
+    return validate(raw, str(path) if path is not None else "config")

@@ -1,0 +1,44 @@
+"""Batches: a seeded, method-independent order of training examples, and right-padded tensors.
+
+The order depends only on (number of examples, batch size, seed), never on the method, so every
+method sees the same examples in the same order at a given seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .encode import Encoded
+
+
+def train_order(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of example indices: a fresh permutation per epoch, incomplete tail dropped."""
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} exceeds the {n} training examples")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=gen).tolist()
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+
+
+def collate(enc: Encoded, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and class ``labels`` for examples ``idx``."""
+    seqs = [enc.input_ids[i] for i in idx]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc.labels[i] for i in idx])}
+
+
+def eval_batches(enc: Encoded, batch_size: int, pad_id: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Evaluation batches in length order (less padding); yields the example indices with each batch."""
+    order = sorted(range(len(enc)), key=lambda i: len(enc.input_ids[i]))
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        yield idx, collate(enc, idx, pad_id)

@@ -1,0 +1,29 @@
+"""Swapped initialisation ("Better Call LoRA" SST-2 study): the roles of A and B at init are exchanged.
+
+    A = 0,   B ~ U(-0.01, 0.01),   ΔW = s · B A = 0 at step 0.
+
+With A = 0 the first gradient reaches A only (∂L/∂B = s · g xᵀ Aᵀ = 0), so B stays at its random
+draw until A moves; the opposite of vanilla LoRA.
+"""
+
+import torch
+from peft import PeftModel
+from pydantic import BaseModel
+
+from .base import ADAPTER, Calibration, Method, lora_layers
+from .registry import register
+
+B_BOUND = 0.01
+
+
+@register
+class InitB(Method):
+    name = "init_b"
+    summary = "swapped init: A = 0, B ~ U(-0.01, 0.01)"
+    paper = "SST-2 study ('Better Call LoRA'); cf. Hayou et al. 2024, arXiv:2406.08447"
+
+    def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
+        with torch.no_grad():
+            for _, layer in lora_layers(model):
+                layer.lora_A[ADAPTER].weight.zero_()
+                layer.lora_B[ADAPTER].weight.uniform_(-B_BOUND, B_BOUND)

@@ -1,0 +1,87 @@
+"""LoRA-XS (Bałazy, Banaei, Aberer, Tabor 2024, "LoRA-XS: Low-Rank Adaptation with Extremely Small Number
+of Parameters", arXiv:2405.17604).
+
+    W = U S Vᵀ,   B = U_r S_r (frozen),   A = V_rᵀ (frozen),   ΔW = s · B R A,   R ∈ R^{r×r} trained
+
+R ~ N(0, σ²) with σ = ``lora_xs_init_std`` (1e-5), so ΔW ≈ 0 at step 0 and the base W is kept as is.
+The output side carries the singular values, as in the paper (W' = W + U Σ R Vᵀ). The scale
+s = α/r is kept so that every method shares one (rank, α); the paper's plain B R A is α = r.
+
+R sits on PEFT's own LoRA layer: ``lora_A`` becomes x ↦ R (A x), which keeps PEFT's forward, dtype
+handling and dropout. The saved adapter folds R into A (A' = R A), so it is a plain PEFT LoRA
+adapter that PEFT loads without lorabench.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from .base import ADAPTER, Calibration, Method, base_weight, lora_layers
+from .registry import register
+
+
+class LoraXSOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lora_xs_init_std: float = Field(1e-5, ge=0, description="standard deviation of R at init")
+
+
+class ProjectThenMix(nn.Module):
+    """x ↦ R (A x): the frozen projection A (``weight``, r×n) followed by the trainable R (r×r)."""
+
+    def __init__(self, a: torch.Tensor, r_init: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(a, requires_grad=False)  # named like nn.Linear's for PEFT's dtype checks
+        self.mix = nn.Parameter(r_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.weight), self.mix)
+
+    def folded(self) -> nn.Linear:
+        """The equivalent plain projection R A."""
+        lin = nn.Linear(self.weight.shape[1], self.mix.shape[0], bias=False,
+                        device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.mix @ self.weight)
+        return lin
+
+
+@register
+class LoraXS(Method):
+    name = "lora_xs"
+    summary = "LoRA-XS: frozen SVD factors B = U_r S_r, A = V_rᵀ; only r×r R trained"
+    paper = "Bałazy et al. 2024, arXiv:2405.17604"
+    Options = LoraXSOptions
+
+    def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
+        assert isinstance(opts, LoraXSOptions)
+        for _, layer in lora_layers(model):
+            r = layer.r[ADAPTER]
+            w = base_weight(layer)
+            u, s, vh = torch.linalg.svd(w.detach().float(), full_matrices=False)
+            lora_b = layer.lora_B[ADAPTER]
+            with torch.no_grad():
+                lora_b.weight.copy_(u[:, :r] * s[:r])
+            lora_b.weight.requires_grad_(False)
+            r_init = torch.randn(r, r, device=w.device) * opts.lora_xs_init_std
+            dtype = layer.lora_A[ADAPTER].weight.dtype
+            layer.lora_A[ADAPTER] = ProjectThenMix(vh[:r].to(dtype), r_init.to(dtype))
+
+    def save_adapter(self, model: PeftModel, path: str) -> None:
+        swapped = []
+        for _, layer in lora_layers(model):
+            xs = layer.lora_A[ADAPTER]
+            if isinstance(xs, ProjectThenMix):
+                layer.lora_A[ADAPTER] = xs.folded()
+                swapped.append((layer, xs))
+        try:
+            model.save_pretrained(path, safe_serialization=True)
+        finally:
+            for layer, xs in swapped:
+                layer.lora_A[ADAPTER] = xs
+        Path(path, "LORA_XS.md").write_text("lora_A holds R·A folded; load it as a plain PEFT LoRA adapter.\n")

@@ -1,0 +1,39 @@
+"""LoRA+ (Hayou, Ghosh, Yu 2024, "LoRA+: Efficient Low Rank Adaptation of Large Models", arXiv:2402.12354).
+
+Vanilla LoRA's parameterisation with two learning rates:  η_B = λ · η_A,  λ = ``loraplus_ratio``.
+
+Built on PEFT's ``create_loraplus_optimizer``. Decision, following PEFT and the paper's reference code:
+every trainable 1-D parameter (biases, e.g. the classifier bias of the ``cls`` head) joins B's group
+at λ·η_A; other full matrices (the classifier weight) stay at η_A. Weight decay applies to A, B and
+the classifier weight, never to biases.
+"""
+
+import torch
+from peft.optimizers import create_loraplus_optimizer
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from .base import Method
+from .registry import register
+
+
+class LoraPlusOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    loraplus_ratio: float = Field(16.0, gt=0, description="η_B / η_A")
+
+
+@register
+class LoraPlus(Method):
+    name = "loraplus"
+    summary = "LoRA+: LoRA with η_B = loraplus_ratio · η_A"
+    paper = "Hayou et al. 2024, arXiv:2402.12354"
+    Options = LoraPlusOptions
+
+    def build_optimizer(self, model: nn.Module, *, lr: float, weight_decay: float,
+                        opts: BaseModel) -> torch.optim.Optimizer:
+        assert isinstance(opts, LoraPlusOptions)
+        opt = create_loraplus_optimizer(model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=opts.loraplus_ratio,
+                                        loraplus_weight_decay=weight_decay)
+        # PEFT always creates all four groups; drop the empty ones so that groups map to parameters.
+        opt.param_groups = [g for g in opt.param_groups if g["params"]]
+        return opt

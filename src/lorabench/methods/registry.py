@@ -1,0 +1,46 @@
+"""The registry of methods: one name, one class, one module."""
+
+from __future__ import annotations
+
+from .base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available under ``cls.name``.
+
+    Method options are flat config keys, so each option name must belong to one method only.
+    """
+    if cls.name in _REGISTRY:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    for other in _REGISTRY.values():
+        clash = set(cls.Options.model_fields) & set(other.Options.model_fields)
+        if clash:
+            raise ValueError(f"options {sorted(clash)} of {cls.name!r} already belong to {other.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Method:
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def methods() -> list[str]:
+    """The registered method names, in registration order."""
+    return list(_REGISTRY)
+
+
+def method_classes() -> list[type[Method]]:
+    return list(_REGISTRY.values())
+
+
+def option_owner(key: str) -> str | None:
+    """The method that takes option ``key``, or None if no method does."""
+    for cls in _REGISTRY.values():
+        if key in cls.Options.model_fields:
+            return cls.name
+    return None

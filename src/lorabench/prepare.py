@@ -1,0 +1,96 @@
+"""Everything before the first step: data, tokenisation, model, adapter, optimizer.
+
+Any bad input surfaces here as a ``LorabenchError``, before a run folder is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data as D
+from .adapters import adapt, build_optimizer, count_trainable
+from .config import RunConfig
+from .errors import ConfigError
+from .models import load_model
+from .trackers import check_trackers
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    model: nn.Module
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    train: D.Encoded
+    dev: D.Encoded
+    device: torch.device
+    label_ids: list[int] | None
+    data_files: dict[str, dict[str, str]]
+    trainable_params: int
+    label_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_data(cfg: RunConfig) -> tuple[list[D.Example], list[D.Example], dict[str, dict[str, str]]]:
+    train_split, dev_split = D.load_sst2(cfg.data.resolved_dir())
+    train = D.subset(train_split.examples, cfg.data.n_train, cfg.data.subset_seed)
+    dev = dev_split.examples[: cfg.data.n_eval] if cfg.data.n_eval else dev_split.examples
+    files = {"train": {"source": train_split.source, "sha256": train_split.sha256},
+             "dev": {"source": dev_split.source, "sha256": dev_split.sha256}}
+    return train, dev, files
+
+
+class Calibration:
+    """Training batches for data-driven inits: the run's first examples, in the run's order, made on demand."""
+
+    def __init__(self, enc: D.Encoded, cfg: RunConfig, pad_id: int, device: torch.device) -> None:
+        self.enc, self.cfg, self.pad_id, self.device = enc, cfg, pad_id, device
+
+    def batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]:
+        """``n`` examples in micro-batches of ``batch_size``."""
+        order = D.train_order(len(self.enc), self.cfg.batch_size * self.cfg.grad_accum, self.cfg.seed)
+        seen = 0
+        while seen < n:
+            idx = next(order)[: n - seen]
+            seen += len(idx)
+            for i in range(0, len(idx), self.cfg.batch_size):
+                part = idx[i : i + self.cfg.batch_size]
+                yield {k: v.to(self.device) for k, v in D.collate(self.enc, part, self.pad_id).items()}
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    device = pick_device(cfg.device)
+    check_trackers(cfg.report_to)
+    if cfg.batch_size * cfg.grad_accum > (cfg.data.n_train or 1 << 62):
+        raise ConfigError(f"batch_size × grad_accum = {cfg.batch_size * cfg.grad_accum} exceeds data.n_train")
+    train_ex, dev_ex, files = load_data(cfg)
+    if len(train_ex) < cfg.batch_size * cfg.grad_accum:
+        raise ConfigError(f"batch_size × grad_accum exceeds the {len(train_ex)} training examples")
+    torch.manual_seed(cfg.seed)  # a new classifier head's init depends on the run seed only
+    model, tok = load_model(cfg.model)
+    prompt = D.Prompt(cfg.data.template, tuple(cfg.data.label_words)) if cfg.model.head == "lm" else None
+    label_ids = D.label_token_ids(tok, prompt) if prompt else None
+    train = D.encode(train_ex, tok, head=cfg.model.head, prompt=prompt, max_length=cfg.model.max_length, train=True)
+    dev = D.encode(dev_ex, tok, head=cfg.model.head, prompt=prompt, max_length=cfg.model.max_length, train=False)
+    model.to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg.seed)  # adapter init depends on the run seed only
+    model = adapt(model, cfg.method, rank=cfg.rank, alpha=cfg.alpha, target_modules=cfg.target_modules,
+                  dropout=cfg.dropout, calibration=Calibration(train, cfg, tok.pad_token_id, device), **cfg.options())
+    optimizer = build_optimizer(model, cfg.method, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options())
+    counts = {"train": D.label_counts(train_ex), "dev": D.label_counts(dev_ex)}
+    return Prepared(cfg, model, tok, optimizer, train, dev, device, label_ids, files, count_trainable(model), counts)
+

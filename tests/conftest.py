@@ -1,0 +1,77 @@
+"""Shared fixtures: synthetic GLUE data and tiny models built locally (no downloads, no real data)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lorabench.tiny_llama import build_llama, build_tokenizer
+
+POS = ["great", "wonderful", "brilliant", "charming", "beautiful", "enjoyable", "moving", "fun"]
+NEG = ["awful", "boring", "terrible", "dull", "stupid", "ugly", "disappointing", "mess"]
+FILL = ["the", "film", "movie", "story", "is", "a", "very", "acting", "plot", "and", "with", "this"]
+
+REAL_DATA = Path(os.environ.get("LORABENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/sst2")
+
+
+def synthetic_rows(n: int, seed: int) -> list[tuple[str, int]]:
+    """Sentences whose label is given by one sentiment word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        y = rng.randint(0, 1)
+        words = rng.sample(FILL, 4) + [rng.choice(POS if y else NEG)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), y))
+    return rows
+
+
+def write_glue(folder: Path, n_train: int = 400, n_dev: int = 64) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in (("train.tsv", n_train, 1), ("dev.tsv", n_dev, 2)):
+        body = "".join(f"{s}\t{y}\n" for s, y in synthetic_rows(n, seed))
+        (folder / name).write_text("sentence\tlabel\n" + body, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LORABENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory) -> Path:
+    return write_glue(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A small random BERT classifier saved as a local model folder (safetensors + tokenizer)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = build_tokenizer()
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                     pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertForSequenceClassification(cfg).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_llama():
+    tok = build_tokenizer()
+    return build_llama("tiny-llama", tok, dtype=torch.float32, seed=0), tok
+
+
+def require_real_data() -> Path:
+    if not (REAL_DATA / "train.tsv").is_file():
+        pytest.skip(f"real SST-2 files not found at {REAL_DATA} (set LORABENCH_DATA_DIR)")
+    return REAL_DATA

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from lorabench.data import Example, Prompt, label_token_ids, read_tsv, subset, train_order
+from lorabench.errors import ConfigError, DataError, ModelError
+from lorabench.tiny_llama import build_tokenizer
+
+
+def _write(tmp_path: Path, body: bytes) -> Path:
+    p = tmp_path / "train.tsv"
+    p.write_bytes(body)
+    return p
+
+
+def test_reads_rows_and_hash(tmp_path):
+    split = read_tsv(_write(tmp_path, b"sentence\tlabel\na fine film\t1\na dull one\t0\n"))
+    assert split.examples == [Example("a fine film", 1), Example("a dull one", 0)]
+    assert len(split.sha256) == 64
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"text\tlabel\nx\t1\n", ":1: header lacks column 'sentence'"),
+    (b"sentence\tlabel\nfine\t1\nbad\t2\n", ":3: label must be 0 or 1, found '2'"),
+    (b"sentence\tlabel\nfine\t1\n \t0\n", ":3: empty sentence"),
+    (b"sentence\tlabel\nfine\t1\nno tab here\n", ":3: expected 2 tab-separated columns, found 1"),
+    (b"sentence\tlabel\nfine\t1\nbad \xff byte\t0\n", ":3: invalid UTF-8"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, body, expected):
+    path = _write(tmp_path, body)
+    with pytest.raises(DataError) as e:
+        read_tsv(path)
+    assert str(e.value).startswith(str(path)) and expected in str(e.value)
+
+
+def test_subset_is_fixed_by_seed_only():
+    ex = [Example(str(i), i % 2) for i in range(1000)]
+    a, b, c = subset(ex, 100, 0), subset(ex, 100, 0), subset(ex, 100, 1)
+    assert a == b and a != c and len(set(e.sentence for e in a)) == 100
+
+
+def test_train_order_depends_on_seed_not_on_anything_else():
+    first = lambda seed: [next(o) for o in [train_order(50, 10, seed)] for _ in range(7)]  # noqa: E731
+    a, b = first(3), first(3)
+    assert a == b and first(4) != a
+    # one epoch covers each example exactly once
+    assert sorted(sum(a[:5], [])) == list(range(50))
+
+
+def test_prompt_and_label_tokens():
+    tok = build_tokenizer()
+    p = Prompt("Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n",
+               ("negative", "positive"))
+    assert p.query("so {fun}") == "Classify the sentiment of this sentence: so {fun}\n\n.Sentiment:"
+    ids = label_token_ids(tok, p)
+    assert [tok.decode([i]).strip() for i in ids] == ["negative", "positive"]
+
+
+def test_multi_token_label_word_fails_clearly():
+    p = Prompt("Review: {sentence}\nVerdict: {label}\n", ("negative", "xqzjvwk"))
+    with pytest.raises(ModelError, match="'xqzjvwk' is not a single token"):
+        label_token_ids(build_tokenizer(), p)
+
+
+def test_template_needs_both_fields():
+    with pytest.raises(ConfigError, match=r"\{label\}"):
+        Prompt("Review: {sentence}", ("negative", "positive"))
