@@ -1,0 +1,95 @@
+"""The command line: exit status 2 and one line for bad input, nothing left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from lorabench.cli import app
+from lorabench.config import load_config
+from lorabench.errors import ConfigError
+
+runner = CliRunner()
+
+DOTTED = ["method=loraplus", "rank=4", "alpha=8", "lr=1e-4", "steps=7", "batch_size=2", "grad_accum=3",
+          "eval_every=5", "seed=3", "model.name=tiny-llama", "model.head=lm", "data.dir=/x", "data.n_train=99",
+          "loraplus_ratio=4"]
+
+
+def test_every_documented_key_works_with_set():
+    c = load_config("configs/sst2-minilm.yaml", DOTTED)
+    assert (c.method, c.rank, c.alpha, c.lr, c.steps, c.batch_size, c.grad_accum, c.eval_every, c.seed) == \
+        ("loraplus", 4, 8, 1e-4, 7, 2, 3, 5, 3)
+    assert (c.model.name, c.model.head, c.data.dir, c.data.n_train, c.options()) == \
+        ("tiny-llama", "lm", "/x", 99, {"loraplus_ratio": 4.0})
+
+
+def test_resolved_config_fills_method_defaults():
+    assert load_config(None, ["method=loraplus"]).dump()["loraplus_ratio"] == 16.0
+    assert "loraplus_ratio" not in load_config(None, ["method=lora"]).dump()
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["lr=-1"], "lr: Input should be greater than 0 (got -1)"),
+    (["lrr=1"], "lrr: unknown config key"),
+    (["model.nme=x"], "model.nme: unknown config key"),
+    (["method=dorka"], "method: unknown method 'dorka'"),
+    (["loraplus_ratio=4"], "loraplus_ratio: option not taken by method 'lora' (it belongs to 'loraplus')"),
+    (["rank=0"], "rank: Input should be greater than 0"),
+    (["model.head=seq"], "model.head: Input should be 'cls' or 'lm'"),
+])
+def test_bad_values_name_the_key(sets, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/sst2-minilm.yaml", sets)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lorabench.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_bad_data_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "data"
+    bad.mkdir()
+    (bad / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t7\n")
+    (bad / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
+    out = tmp_path / "run"
+    proc = _cli("train", "configs/tiny-llama.yaml", "-o", str(out), "--set", f"data.dir={bad}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {bad / 'train.tsv'}:3: label must be 0 or 1, found '7'"
+    assert not out.exists()
+
+
+def test_bad_key_exits_2(glue_dir, tmp_path):
+    r = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(tmp_path / "r"), "--set", "rank=100",
+                            "--set", f"data.dir={glue_dir}"])
+    assert r.exit_code == 2 and "rank: 100 exceeds the dimension 32" in r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: lora\nrank: [8\n")
+    r = runner.invoke(app, ["train", str(cfg)])
+    assert r.exit_code == 2 and f"{cfg}:3: invalid YAML" in r.output
+
+
+def test_methods_and_version():
+    r = runner.invoke(app, ["methods"])
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("lora ")
+    assert {line.split()[0] for line in r.output.splitlines()} >= {"lora", "init_b", "lora_xs", "loraplus", "pissa"}
+    v = runner.invoke(app, ["--version"])
+    assert v.exit_code == 0 and v.output.startswith("lorabench ")
+
+
+def test_train_cli_end_to_end(glue_dir, tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(out), "-q", "--set", f"data.dir={glue_dir}",
+                            "--set", "steps=4", "--set", "eval_every=2"])
+    assert r.exit_code == 0, r.output
+    assert "status            ok" in r.output and (out / "result.json").is_file()
+    again = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(out), "--set", f"data.dir={glue_dir}"])
+    assert again.exit_code == 2 and "already holds a finished run" in again.output
