@@ -80,7 +80,7 @@ def adapt(model: nn.Module, method: str, *, rank: int, alpha: float,
     classifier = is_classifier(model)
     head = [n for n in ("classifier", "score") if hasattr(model, n)] if classifier else None
     m = get_method(method)
-    config = m.peft_config(rank=rank, alpha=alpha, target_modules=targets, dropout=dropout,
+    config = m.peft_config(model, rank=rank, alpha=alpha, target_modules=targets, dropout=dropout,
                            task_type="SEQ_CLS" if classifier else "CAUSAL_LM", modules_to_save=head, opts=opts)
     peft_model = get_peft_model(model, config)
     m.initialise(peft_model, opts, calibration)

@@ -44,8 +44,9 @@ class Method:
         """Extra ``LoraConfig`` arguments (for example ``init_lora_weights``)."""
         return {}
 
-    def peft_config(self, *, rank: int, alpha: float, target_modules: str | list[str], dropout: float,
-                    task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
+    def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
+                    dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
+        """The PEFT config to inject (``model`` is the frozen base, for methods whose shape depends on it)."""
         return LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout,
                           task_type=task_type, modules_to_save=modules_to_save, **self.lora_kwargs(opts))
 
