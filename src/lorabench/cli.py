@@ -76,6 +76,69 @@ def summary(r: dict) -> str:
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML), e.g. configs/sweep-demo.yaml.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Sweep folder: store, trial runs, sweep.yaml.")],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Trials at once on this machine.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="grid or adaptive (default: the config's).")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local instance).")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store URL (default: sqlite in the sweep folder), "
+                                                 "e.g. postgresql://host/db to share a sweep between machines.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run a sweep, or resume it: finished trials are kept, interrupted ones rerun."""
+    from .errors import LorabenchError
+    from .sweep import load_sweep, run_sweep
+
+    try:
+        counts = run_sweep(load_sweep(config), out, workers=workers, executor=executor, strategy=strategy,
+                           address=address, store_url=store, progress=not quiet)
+    except LorabenchError as e:
+        _fail(str(e))
+    typer.echo("trials: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def status(
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    store: Annotated[Optional[str], typer.Option("--store", help="Store URL if not the folder's sqlite.")] = None,
+) -> None:
+    """Counts by status, the running trials and an ETA."""
+    from .errors import LorabenchError
+    from .sweep import open_store, status as sweep_status
+
+    try:
+        s = sweep_status(open_store(sweep_dir, store))
+    except LorabenchError as e:
+        _fail(str(e))
+    typer.echo(f"{s['total']} trials ({s['strategy']}): " + ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items())))
+    for r in s["running"]:
+        typer.echo(f"  running {r['method']} lr={r['lr']:.3g} seed={r['seed']} step {r['step']}/{r['steps']} on {r['owner']}")
+    if s["eta_seconds"] is not None:
+        typer.echo(f"ETA ≈ {s['eta_seconds'] / 60:.1f} min")
+
+
+@app.command()
+def best(
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store URL if not the folder's sqlite.")] = None,
+) -> None:
+    """Per method: best learning rate, accuracy and macro-F1 (mean ± std over seeds), cost, and the spread."""
+    import json
+
+    from .errors import LorabenchError
+    from .sweep import best as sweep_best, format_best, open_store
+
+    try:
+        b = sweep_best(open_store(sweep_dir, store))
+    except LorabenchError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(b, indent=2) if as_json else format_best(b))
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods: name, what it does, paper."""

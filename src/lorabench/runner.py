@@ -20,7 +20,7 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train and evaluate one configured run; returns ``result.json``'s content.
 
     Bad input raises ``LorabenchError`` before the run folder exists. A diverging or crashing run
@@ -35,7 +35,7 @@ def run(cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = T
     out = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     record = RunRecord(out, config)
     record.trackers = open_trackers(cfg.report_to, out, config)
-    body = run_training(p, record, progress=progress, log=log)
+    body = run_training(p, record, progress=progress, log=log, on_step=on_step)
     result = {"status": body.pop("status"), "method": body.pop("method"), "config": config, **body,
               "label_counts": p.label_counts, "provenance": provenance(p.device, p.data_files),
               "run_dir": str(out)}

@@ -78,9 +78,13 @@ def diverged(loss: float, first_loss: float | None, factor: float) -> bool:
     return not math.isfinite(loss) or (first_loss is not None and loss > factor * max(first_loss, 1e-8))
 
 
-def run_training(p: Prepared, record: RunRecord, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``p.model`` as ``p.cfg`` says, writing metrics to ``record``; returns the result dict."""
+def run_training(p: Prepared, record: RunRecord, *, progress: bool = True, log: Callable[[str], None] = print,
+                 on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train ``p.model`` as ``p.cfg`` says, writing metrics to ``record``; returns the result dict.
+
+    ``on_step(step)`` is called after each step (a sweep's heartbeat). Ends with status ``ok``,
+    ``diverged``, ``oom`` (device out of memory) or ``failed`` (any other exception, traceback kept).
+    """
     cfg, head, dev = p.cfg, p.cfg.model.head, p.device
     pad = p.tokenizer.pad_token_id
     scheduler = get_scheduler(SCHEDULES[cfg.schedule], p.optimizer, num_warmup_steps=cfg.warmup_steps,
@@ -130,7 +134,12 @@ def run_training(p: Prepared, record: RunRecord, *, progress: bool = True,
                 final = m
                 bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{m['accuracy']:.3f}")
             record.log(row)
+            if on_step is not None:
+                on_step(step)
         clock.pause()
+    except torch.OutOfMemoryError:
+        clock.pause()
+        status, error = "oom", traceback.format_exc()
     except Exception:
         clock.pause()
         status, error = "failed", traceback.format_exc()

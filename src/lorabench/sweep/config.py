@@ -1,0 +1,56 @@
+"""Sweep config: a base run config plus a search space, a strategy and execution settings (YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from ..config import merge, read_yaml
+from ..errors import ConfigError
+from .space import SweepSpace, TrialSpec, expand
+
+
+class ExecutionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_gpus: float = Field(0, ge=0, description="GPUs per trial (Ray)")
+    num_cpus: PositiveInt = Field(1, description="CPUs per trial (Ray); also its torch threads")
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str | dict[str, Any] = Field(description="run config: a YAML path (relative to this file) or a mapping")
+    set: dict[str, Any] = Field({}, description="overrides applied to the base config")
+    space: SweepSpace
+    strategy: Literal["grid", "adaptive"] = "grid"
+    hessian: bool = False
+    execution: ExecutionConfig = ExecutionConfig()
+
+
+class Sweep:
+    """A validated sweep: its config, resolved base run config and every trial of the full grid."""
+
+    def __init__(self, cfg: SweepConfig, base: dict[str, Any], source: str) -> None:
+        self.cfg, self.base, self.source = cfg, base, source
+        try:
+            self.trials: list[TrialSpec] = expand(base, cfg.space, source)
+        except ValueError as e:
+            raise ConfigError(f"{source}: space: {e}") from None
+
+    def dump(self) -> dict[str, Any]:
+        return {"sweep": self.cfg.model_dump(mode="json"), "base": self.base}
+
+
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        cfg = SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{path}: {key}: {err['msg']}") from None
+    base = read_yaml(path.parent / cfg.base) if isinstance(cfg.base, str) else dict(cfg.base)
+    base = merge(merge(base, cfg.set), overrides or {})
+    return Sweep(cfg, base, str(path))

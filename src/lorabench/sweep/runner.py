@@ -1,0 +1,106 @@
+"""``run_sweep``: propose trials with the strategy, run the pending ones, repeat until none is left.
+
+Resuming is re-running the same command: finished trials are kept, trials left ``running`` by a
+dead worker go back to pending, and the strategy proposes the same trials from the same results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..files import atomic_write_text
+from .config import Sweep
+from .executors import run_local, run_ray
+from .store import DONE, Store, default_url
+from .strategies import STRATEGIES
+
+
+class Monitor(threading.Thread):
+    """An overall bar and one line per running trial, read from the store once a second."""
+
+    def __init__(self, store: Store, lines: int, enabled: bool) -> None:
+        super().__init__(daemon=True)
+        self.store, self.enabled, self.stop = store, enabled, threading.Event()
+        self.total = tqdm(total=0, desc="sweep", unit="trial", disable=not enabled, position=0, dynamic_ncols=True)
+        self.lines = [tqdm(total=1, bar_format="{desc}", position=i + 1, disable=not enabled, leave=False)
+                      for i in range(lines)]
+
+    def refresh(self) -> None:
+        rows = self.store.rows()
+        self.total.total = len(rows)
+        self.total.n = sum(r["status"] in DONE for r in rows)
+        self.total.refresh()
+        running = sorted((r for r in rows if r["status"] == "running"), key=lambda r: r["owner"] or "")
+        for i, line in enumerate(self.lines):
+            if i < len(running):
+                r = running[i]
+                line.set_description_str(f"  {r['owner']}: {r['method']} lr={r['lr']:.3g} seed={r['seed']} "
+                                         f"step {r['step']}/{r['config']['steps']}")
+            else:
+                line.set_description_str("  idle")
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            if self.enabled:
+                self.refresh()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.enabled:
+            self.refresh()
+        for b in self.lines:
+            b.close()
+        self.total.close()
+
+
+def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
+              strategy: str | None = None, address: str | None = None, store_url: str | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) ``sweep`` into folder ``out``; returns counts by status."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    strategy = strategy or sweep.cfg.strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    url = store_url or default_url(out)
+    store = Store(url)
+    recorded = store.get_meta("sweep")
+    if recorded is not None and recorded["base"] != sweep.base:
+        raise ConfigError(f"{out}: holds a sweep of another base config; use a new folder")
+    store.set_meta("sweep", sweep.dump())
+    store.set_meta("strategy", strategy)
+    atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
+    store.reclaim()
+    propose = STRATEGIES[strategy]
+    monitor = Monitor(store, max(1, workers), progress)
+    monitor.start()
+    try:
+        while True:
+            done = {r["key"]: r for r in store.rows()}
+            proposals = propose(sweep.trials, done)
+            store.add(proposals)
+            rows = {r["key"]: r for r in store.rows()}
+            pending = [s.key for s in proposals if rows[s.key]["status"] == "pending"]
+            if not pending:
+                break
+            if executor == "ray":
+                run_ray(url, str(out), pending, address=address, num_cpus=sweep.cfg.execution.num_cpus,
+                        num_gpus=sweep.cfg.execution.num_gpus)
+            elif executor == "local":
+                run_local(url, str(out), pending, workers)
+            else:
+                raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
+    finally:
+        monitor.close()
+    counts: dict[str, int] = {}
+    for r in store.rows():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    store.close()
+    return counts

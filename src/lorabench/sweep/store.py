@@ -1,0 +1,146 @@
+"""The sweep store: one row per trial, keyed by the trial's config hash, in an SQL database.
+
+SQLite (a file in the sweep folder) by default; any SQLAlchemy URL (e.g. ``postgresql://…``) lets
+several machines share one sweep. Every change is one transaction, and a trial moves
+pending → running → (ok | diverged | failed | oom) only through conditional updates, so two
+workers can never both run or record the same trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from .space import TrialSpec
+
+DONE = ("ok", "diverged", "failed", "oom")
+_meta = sa.MetaData()
+trials = sa.Table(
+    "trials", _meta,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("grp", sa.Text, nullable=False),
+    sa.Column("method", sa.String(64), nullable=False),
+    sa.Column("lr", sa.Float, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("axes", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("owner", sa.String(128)),
+    sa.Column("heartbeat", sa.Float),
+    sa.Column("started", sa.Float),
+    sa.Column("finished", sa.Float),
+    sa.Column("step", sa.Integer, default=0),
+    sa.Column("attempts", sa.Integer, default=0),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+)
+meta = sa.Table("meta", _meta, sa.Column("name", sa.String(64), primary_key=True), sa.Column("value", sa.Text))
+
+
+def default_url(sweep_dir: str | Path) -> str:
+    return f"sqlite:///{Path(sweep_dir).resolve() / 'sweep.db'}"
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        self.engine = sa.create_engine(url, connect_args={"timeout": 60} if sqlite else {}, future=True)
+        if sqlite:
+            with self.engine.begin() as c:
+                c.exec_driver_sql("PRAGMA journal_mode=WAL")
+        _meta.create_all(self.engine)
+
+    def set_meta(self, name: str, value: Any) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.delete(meta).where(meta.c.name == name))
+            c.execute(sa.insert(meta).values(name=name, value=json.dumps(value)))
+
+    def get_meta(self, name: str) -> Any:
+        with self.engine.connect() as c:
+            v = c.execute(sa.select(meta.c.value).where(meta.c.name == name)).scalar()
+        return None if v is None else json.loads(v)
+
+    def add(self, specs: list[TrialSpec]) -> int:
+        """Insert the trials not yet known; returns how many were new."""
+        with self.engine.begin() as c:
+            known = set(c.execute(sa.select(trials.c.key)).scalars())
+            new = [s for s in specs if s.key not in known]
+            if new:
+                c.execute(sa.insert(trials), [
+                    {"key": s.key, "grp": s.group, "method": s.method, "lr": s.lr, "seed": s.seed,
+                     "axes": json.dumps(s.axes), "config": json.dumps(s.config), "status": "pending",
+                     "step": 0, "attempts": 0} for s in new])
+        return len(new)
+
+    def claim(self, key: str, owner: str) -> bool:
+        now = time.time()
+        with self.engine.begin() as c:
+            r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.status == "pending").values(
+                status="running", owner=owner, heartbeat=now, started=now, step=0,
+                attempts=trials.c.attempts + 1))
+        return r.rowcount == 1
+
+    def beat(self, key: str, owner: str, step: int) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,
+                                              trials.c.status == "running").values(heartbeat=time.time(), step=step))
+
+    def finish(self, key: str, owner: str, status: str, result: dict[str, Any] | None, error: str | None) -> bool:
+        assert status in DONE
+        with self.engine.begin() as c:
+            r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,
+                                                  trials.c.status == "running").values(
+                status=status, finished=time.time(), result=json.dumps(result) if result else None, error=error))
+        return r.rowcount == 1
+
+    def reclaim(self, lease_s: float = 300.0) -> int:
+        """Return to pending the running trials whose worker is gone: a dead process on this host,
+        or no heartbeat for ``lease_s`` seconds elsewhere."""
+        host = socket.gethostname()
+        stale = []
+        with self.engine.connect() as c:
+            for key, owner, beat in c.execute(sa.select(trials.c.key, trials.c.owner, trials.c.heartbeat)
+                                              .where(trials.c.status == "running")):
+                h, _, pid = (owner or ":").rpartition(":")
+                dead_here = h == host and pid.isdigit() and not _pid_alive(int(pid))
+                if dead_here or (beat or 0) < time.time() - lease_s:
+                    stale.append((key, owner))
+        with self.engine.begin() as c:
+            for key, owner in stale:
+                c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,
+                                                  trials.c.status == "running").values(status="pending", owner=None))
+        return len(stale)
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            out = [dict(r._mapping) for r in c.execute(sa.select(trials).order_by(trials.c.grp, trials.c.lr,
+                                                                                   trials.c.seed))]
+        for r in out:
+            r["axes"] = json.loads(r["axes"])
+            r["config"] = json.loads(r["config"])
+            r["result"] = json.loads(r["result"]) if r["result"] else None
+        return out
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,67 @@
+"""Search strategies: which trials to run next, given the results so far.
+
+``grid``: every trial. ``adaptive``: per group (a method and its other axes), coarse-to-fine on the
+sorted learning-rate grid of n points: first every third point starting at the second (indices
+1, 4, 7, …, so each coarse point stands for itself and its two neighbours), then one refinement
+step from the best coarse point towards its better coarse neighbour. That costs ⌈(n−1)/3⌉ + 1
+learning rates instead of n (5 of 12, 3 of 6), and when the true best lies beside the best coarse
+point it is found within one grid step. Every seed of a chosen learning rate runs.
+
+A strategy is a pure function of the stored results, so a resumed sweep proposes the same trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from statistics import mean
+from typing import Any
+
+from .space import TrialSpec
+
+
+def trial_score(row: dict[str, Any] | None) -> float | None:
+    """Final dev accuracy of a finished trial; 0 for a diverged or failed one; None if not finished."""
+    if row is None or row["status"] in ("pending", "running"):
+        return None
+    final = (row.get("result") or {}).get("final")
+    return float(final["accuracy"]) if row["status"] == "ok" and final else 0.0
+
+
+def grid(specs: list[TrialSpec], done: dict[str, dict[str, Any]]) -> list[TrialSpec]:
+    return specs
+
+
+def adaptive(specs: list[TrialSpec], done: dict[str, dict[str, Any]]) -> list[TrialSpec]:
+    by_group: dict[str, list[TrialSpec]] = defaultdict(list)
+    for s in specs:
+        by_group[s.group].append(s)
+    out: list[TrialSpec] = []
+    for group_specs in by_group.values():
+        lrs = sorted({s.lr for s in group_specs})
+        at = defaultdict(list)
+        for s in group_specs:
+            at[s.lr].append(s)
+
+        def score(i: int) -> float | None:
+            vals = [trial_score(done.get(s.key)) for s in at[lrs[i]]]
+            return None if any(v is None for v in vals) else mean(vals)  # type: ignore[arg-type]
+
+        coarse = list(range(1, len(lrs), 3)) if len(lrs) > 2 else list(range(len(lrs)))
+        chosen = list(coarse)
+        scores = [score(i) for i in coarse]
+        if all(v is not None for v in scores) and len(lrs) > 2:
+            best = coarse[max(range(len(coarse)), key=lambda j: scores[j])]  # first best: the smaller lr
+            lo = score(best - 3) if best - 3 >= 0 else -math.inf
+            hi = score(best + 3) if best + 3 < len(lrs) else -math.inf
+            step = 1 if (hi if hi is not None else -math.inf) > (lo if lo is not None else -math.inf) else -1
+            target = best + step if 0 <= best + step < len(lrs) else best - step
+            chosen.append(target)
+        for i in chosen:
+            out += at[lrs[i]]
+    return out
+
+
+STRATEGIES: dict[str, Callable[[list[TrialSpec], dict[str, dict[str, Any]]], list[TrialSpec]]] = {
+    "grid": grid, "adaptive": adaptive}

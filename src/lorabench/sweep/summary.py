@@ -1,0 +1,96 @@
+"""What a sweep found: status counts, and per method the best learning rate with mean ± std over seeds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean, pstdev
+from typing import Any
+
+from ..errors import ConfigError
+from .store import DONE, Store, default_url
+
+
+def open_store(sweep_dir: str | Path, store_url: str | None = None) -> Store:
+    sweep_dir = Path(sweep_dir)
+    if store_url is None and not (sweep_dir / "sweep.db").is_file():
+        raise ConfigError(f"{sweep_dir}: no sweep here (sweep.db not found)")
+    return Store(store_url or default_url(sweep_dir))
+
+
+def status(store: Store) -> dict[str, Any]:
+    rows = store.rows()
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r["status"]] += 1
+    finished = [r for r in rows if r["status"] in DONE and r["started"] and r["finished"]]
+    per_trial = mean(r["finished"] - r["started"] for r in finished) if finished else None
+    running = [r for r in rows if r["status"] == "running"]
+    left = counts.get("pending", 0) + len(running)
+    eta = per_trial * left / max(1, len(running)) if per_trial is not None and left else None
+    return {"total": len(rows), "counts": dict(counts), "strategy": store.get_meta("strategy"),
+            "running": [{"key": r["key"], "method": r["method"], "lr": r["lr"], "seed": r["seed"],
+                         "owner": r["owner"], "step": r["step"], "steps": r["config"]["steps"],
+                         "since_s": time.time() - (r["started"] or time.time())} for r in running],
+            "eta_seconds": eta}
+
+
+def _ms(xs: list[float]) -> dict[str, float]:
+    return {"mean": mean(xs), "std": pstdev(xs) if len(xs) > 1 else 0.0}
+
+
+def best(store: Store) -> dict[str, Any]:
+    """Per group (method and its other axes): every learning rate's mean over seeds, and the best."""
+    rows = [r for r in store.rows() if r["status"] in DONE]
+    groups: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[r["grp"]][r["lr"]].append(r)
+    table = []
+    for grp, by_lr in groups.items():
+        curve = []
+        for lr, rs in sorted(by_lr.items()):
+            ok = [r for r in rs if r["status"] == "ok" and (r["result"] or {}).get("final")]
+            accs = [r["result"]["final"]["accuracy"] if r in ok else 0.0 for r in rs]
+            f1s = [r["result"]["final"]["macro_f1"] if r in ok else 0.0 for r in rs]
+            curve.append({"lr": lr, "accuracy": _ms(accs), "macro_f1": _ms(f1s), "seeds": len(rs),
+                          "statuses": sorted({r["status"] for r in rs}), "rows": ok, "axes": rs[0]["axes"]})
+        top = max(curve, key=lambda c: c["accuracy"]["mean"])
+        ok = top.pop("rows")
+        for c in curve:
+            c.pop("rows", None)
+        res = [r["result"] for r in ok]
+        table.append({
+            "group": json.loads(grp), "method": json.loads(grp)["method"], "best_lr": top["lr"],
+            "axes": top["axes"], "accuracy": top["accuracy"], "macro_f1": top["macro_f1"], "seeds": top["seeds"],
+            "train_seconds": mean(x["train_seconds"] for x in res) if res else None,
+            "peak_memory_mb": max(x["peak_memory_mb"] for x in res) if res else None,
+            "memory_kind": res[0]["memory_kind"] if res else None,
+            "trainable_params": res[0]["trainable_params"] if res else None,
+            "trials": sum(c["seeds"] for c in curve), "curve": curve,
+        })
+    peaks = [t["accuracy"]["mean"] for t in table]
+    return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table,
+            "spread": (max(peaks) - min(peaks)) if peaks else None}
+
+
+def format_best(b: dict[str, Any]) -> str:
+    head = ["method", "axes", "best lr", "accuracy", "macro-F1", "seeds", "train s", "peak MB", "params", "trials"]
+    lines = []
+    for t in sorted(b["table"], key=lambda t: -t["accuracy"]["mean"]):
+        axes = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in t["group"].items() if k != "method") or "-"
+        lines.append([t["method"], axes, f"{t['best_lr']:.3g}",
+                      f"{t['accuracy']['mean']:.4f} ± {t['accuracy']['std']:.4f}",
+                      f"{t['macro_f1']['mean']:.4f} ± {t['macro_f1']['std']:.4f}", str(t["seeds"]),
+                      f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",
+                      f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "-",
+                      f"{t['trainable_params']:,}" if t["trainable_params"] else "-", str(t["trials"])])
+    widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    out = [f"strategy: {b['strategy']}, {b['trials']} finished trials", fmt(head), fmt(["-" * w for w in widths])]
+    out += [fmt(r) for r in lines]
+    if b["spread"] is not None:
+        out.append(f"spread of the peaks across methods: {b['spread'] * 100:.2f} accuracy points")
+    return "\n".join(out)

@@ -1,0 +1,162 @@
+"""Sweeps: expansion, strategies, the store's resume semantics (with a real SIGKILL), divergence, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorabench.sweep import best, load_sweep, open_store, run_sweep
+from lorabench.sweep.space import LogGrid, SweepSpace, TrialSpec
+from lorabench.sweep.strategies import adaptive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sweep(tmp_path: Path, glue_dir: Path, space: dict, **base_set) -> Path:
+    cfg = {"base": str(ROOT / "configs/tiny-llama.yaml"),
+           "set": {"steps": 4, "eval_every": 4, "save_adapter": False,
+                   "data": {"dir": str(glue_dir), "n_train": 200, "n_eval": 32}, **base_set},
+           "space": space}
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_log_grid_matches_the_study():
+    g = LogGrid(min=1.12e-5, max=6.32e-3, per_decade=4).values()
+    assert len(g) == 12 and g[0] == 1.12e-5 and g[-1] == 6.3e-3  # 3 significant digits
+    assert all(1.77 < b / a < 1.79 for a, b in zip(g, g[1:]))  # 10^(1/4)
+
+
+def test_every_method_gets_the_same_data_and_keys_are_stable(tmp_path, glue_dir):
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora", "pissa"], "lr": [1e-3, 1e-2],
+                                                    "seeds": [0, 1]}))
+    assert len(s.trials) == 8 and len({t.key for t in s.trials}) == 8
+    again = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora", "pissa"], "lr": [1e-3, 1e-2],
+                                                        "seeds": [0, 1]}))
+    assert [t.key for t in s.trials] == [t.key for t in again.trials]
+    def shared(c: dict) -> dict:  # all but the axes and the method's own options
+        return {k: v for k, v in c.items() if k not in ("method", "lr", "seed", "pissa_niter")}
+
+    for t in s.trials:  # only method, lr and seed vary; data subset and everything else are shared
+        assert (t.config["method"], t.config["lr"], t.config["seed"]) == (t.method, t.lr, t.seed)
+        assert shared(t.config) == shared(s.trials[0].config)
+
+
+def test_loraplus_grid_and_batch_policy(tmp_path, glue_dir):
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {
+        "methods": ["loraplus"], "loraplus_grid": {"lr_a": [1e-5, 1e-4], "lr_b": [1e-4, 4e-4]},
+        "batch_size": [2, 4]}, batch_size=4, grad_accum=2))
+    cfgs = [t.config for t in s.trials]
+    assert len(cfgs) == 8
+    assert {(c["lr"], round(c["lr"] * c["loraplus_ratio"], 12)) for c in cfgs} == \
+        {(1e-5, 1e-4), (1e-5, 4e-4), (1e-4, 1e-4), (1e-4, 4e-4)}
+    assert {(c["batch_size"], c["grad_accum"]) for c in cfgs} == {(2, 4), (4, 2)}  # effective batch kept at 8
+
+
+def _spec(lr: float, group: str = "g") -> TrialSpec:
+    return TrialSpec(key=f"{group}{lr}", group=group, method="m", lr=lr, seed=0, axes={}, config={})
+
+
+@pytest.mark.parametrize("peak", range(12))
+def test_adaptive_finds_the_peak_within_one_step_with_half_the_trials(peak):
+    lrs = [float(i + 1) for i in range(12)]
+    specs = [_spec(lr) for lr in lrs]
+    acc = {lr: 0.9 - 0.05 * abs(i - peak) for i, lr in enumerate(lrs)}  # unimodal
+    done: dict = {}
+    while True:
+        todo = [s for s in adaptive(specs, done) if s.key not in done]
+        if not todo:
+            break
+        for s in todo:
+            done[s.key] = {"status": "ok", "result": {"final": {"accuracy": acc[s.lr]}}}
+    assert len(done) <= 6
+    found = max(done, key=lambda k: done[k]["result"]["final"]["accuracy"])
+    assert abs(lrs.index(float(found[1:])) - peak) <= 1
+
+
+def test_sweep_runs_records_each_trial_once_and_reports_best(tmp_path, glue_dir):
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora", "init_b"], "lr": [1e-3, 1e-2]}))
+    counts = run_sweep(s, tmp_path / "S", progress=False)
+    assert counts == {"ok": 4}
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 4}  # nothing redone
+    rows = open_store(tmp_path / "S").rows()
+    assert all(r["attempts"] == 1 for r in rows)
+    b = best(open_store(tmp_path / "S"))
+    assert {t["method"] for t in b["table"]} == {"lora", "init_b"}
+    for t in b["table"]:
+        accs = {c["lr"]: c["accuracy"]["mean"] for c in t["curve"]}
+        assert t["accuracy"]["mean"] == max(accs.values()) and accs[t["best_lr"]] == max(accs.values())
+        run = json.loads((tmp_path / "S" / "trials" / rows[0]["key"] / "result.json").read_text())
+        assert run["status"] == "ok"
+
+
+def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path, glue_dir, tiny_bert_dir):
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 10.0]}, max_grad_norm=None,
+                    steps=30, eval_every=30, model={"name": str(tiny_bert_dir), "head": "cls"})
+    assert run_sweep(load_sweep(p), tmp_path / "S", progress=False) == {"diverged": 1, "ok": 1}
+    rows = {r["lr"]: r for r in open_store(tmp_path / "S").rows()}
+    assert rows[10.0]["status"] == "diverged" and rows[10.0]["result"]["steps_done"] < 30
+
+
+def test_sigkill_then_resume_ends_with_each_trial_once(tmp_path, glue_dir):
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "init_b"], "lr": [1e-3, 3e-3, 1e-2]},
+                    steps=150, eval_every=150)
+    out = tmp_path / "S"
+    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    killed_key = None
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if not (out / "sweep.db").is_file():
+            continue
+        rows = open_store(out).rows()
+        running = [r for r in rows if r["status"] == "running" and r["step"] > 0]
+        if any(r["status"] == "ok" for r in rows) and running:
+            killed_key = running[0]["key"]
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=30)
+    assert killed_key is not None, "the sweep never reached a running trial after a finished one"
+    before = {r["key"]: r["status"] for r in open_store(out).rows()}
+    assert before[killed_key] == "running"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = open_store(out).rows()
+    assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
+    assert all(r["status"] == "ok" for r in rows)
+    attempts = {r["key"]: r["attempts"] for r in rows}
+    assert attempts[killed_key] == 2  # rerun once
+    assert all(attempts[k] == 1 for k, s in before.items() if s == "ok")  # finished ones kept
+
+
+def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_dir):
+    pytest.importorskip("ray")
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "loraplus"], "lr": [1e-3, 1e-2]},
+                    )
+    s = load_sweep(p)
+    run_sweep(s, tmp_path / "local", workers=2, progress=False)
+    import ray
+
+    try:
+        run_sweep(s, tmp_path / "ray", executor="ray", progress=False)
+    finally:
+        ray.shutdown()
+
+    def metrics(folder):
+        return {r["key"]: (r["status"], r["result"]["final"], r["result"]["tokens_seen"],
+                           (folder / "trials" / r["key"] / "metrics.jsonl").read_text())
+                for r in open_store(folder).rows()}
+
+    local, remote = metrics(tmp_path / "local"), metrics(tmp_path / "ray")
+    assert local.keys() == remote.keys() and len(local) == 4
+    assert local == remote
