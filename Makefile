@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(if $(LORABENCH_DATA_DIR),$(LORABENCH_DATA_DIR),$(wildcard ../shared/data/sst2))
 
-.PHONY: install demo test clean
+.PHONY: install demo demo-run test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,15 +12,21 @@ $(STAMP): pyproject.toml
 	# torch first: an unpinned resolver would otherwise pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -c "import torch; print('torch', torch.__version__)" > $(VENV)/.torch-before
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -c "import torch; print('torch', torch.__version__)" | cmp -s - $(VENV)/.torch-before \
 	  || { echo "error: installing lorabench replaced torch ($$(cat $(VENV)/.torch-before))" >&2; exit 1; }
 	touch $@
 
 install: $(STAMP)
 
+# The main job: a learning-rate sweep of four methods on MiniLM, then each method's best setting.
+# Re-running resumes the sweep; `make demo-run` trains the single-run config instead.
 demo: $(STAMP)
-	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench train configs/sst2-minilm.yaml -o runs/demo
+	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench sweep configs/sweep-demo.yaml -o runs/sweep-demo
+	$(VENV)/bin/lorabench best runs/sweep-demo
+
+demo-run: $(STAMP)
+	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench train configs/sst2-minilm.yaml -o runs/demo-$$(date +%s)
 
 test: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q
