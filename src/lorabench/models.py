@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
 from .errors import ModelError
@@ -45,6 +46,7 @@ def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: st
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=cfg.revision)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    hf_logging.set_verbosity_error()  # a new classification head's "missing weights" report is expected
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, revision=cfg.revision)
         if cfg.head == "cls":

@@ -15,12 +15,14 @@ from .worker import run_trial
 
 
 def run_local(store_url: str, sweep_dir: str, keys: list[str], workers: int) -> list[str]:
-    """Run ``keys`` here: in this process when ``workers`` is 1, else in ``workers`` fresh processes
-    with the CPU cores split between them (one GPU each where there are as many GPUs)."""
-    if workers <= 1:
-        return [run_trial(store_url, sweep_dir, k) for k in keys]
+    """Run ``keys`` on this machine, ``workers`` at a time, with the CPU cores split between them.
+
+    Each trial gets a fresh process: its peak memory is its own (on CPU, the process's peak RSS)
+    and nothing leaks from one trial into the next.
+    """
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
         return list(pool.map(run_trial, [store_url] * len(keys), [sweep_dir] * len(keys), keys,
                              [threads] * len(keys)))
 
@@ -38,5 +40,5 @@ def run_ray(store_url: str, sweep_dir: str, keys: list[str], *, address: str | N
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(run_trial)
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0, max_calls=1)(run_trial)
     return ray.get([task.remote(store_url, sweep_dir, k, num_cpus) for k in keys])
