@@ -20,6 +20,9 @@ def run_trial(store_url: str, sweep_dir: str, key: str, threads: int | None = No
     """Run trial ``key`` if it is still pending; returns its final status (or ``skipped``)."""
     from ..runner import run  # imported here: worker processes start clean
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the sweep's own bars report progress
     if threads:
         torch.set_num_threads(threads)
     store = Store(store_url)
