@@ -1,0 +1,63 @@
+"""GraLoRA (Jung et al. 2025, "GraLoRA: Granular Low-Rank Adaptation for Parameter-Efficient Fine-Tuning",
+arXiv:2505.20355).
+
+W (d_out × d_in) is split into k × k blocks, each with its own rank-r/k adapter:
+
+    ΔW_{ij} = s · B_{ij} A_{ij},   B_{ij} ∈ R^{(d_out/k) × (r/k)},   A_{ij} ∈ R^{(r/k) × (d_in/k)},   s = α / r
+
+so the trainable count equals LoRA's, Σ r · (d_in + d_out) per layer, while ΔW can reach rank k·r.
+Every B starts at 0 (A Kaiming-uniform), so ΔW = 0 at step 0.
+
+Built on PEFT's ``GraloraConfig`` (pure GraLoRA: ``hybrid_r = 0``), with the run's target modules, rank, α,
+dropout and ``modules_to_save``. ``gralora_k`` (None: auto) follows PEFT's and the paper's advice: k = 2 for
+r < 64 and k = 4 for r ≥ 64 (the advice names r ≤ 32 and r ≥ 64; ranks in between get k = 2). k must divide
+the rank and both dimensions of every targeted layer; otherwise a ConfigError names the option and the
+layer before anything is injected. GraLoRA layers are not PEFT LoRA layers: ``lora_layers`` does not see them.
+"""
+
+from __future__ import annotations
+
+from peft import GraloraConfig, PeftConfig
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..errors import ConfigError
+from .base import Method
+from .registry import register
+
+
+class GraloraOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gralora_k: int | None = Field(None, ge=1, description="blocks per side; None: 2 if r < 64 else 4")
+
+
+def resolve_k(rank: int, k: int | None) -> int:
+    return k if k is not None else (2 if rank < 64 else 4)
+
+
+def check_divisible(model: nn.Module, target_modules: str | list[str], rank: int, k: int) -> None:
+    """ConfigError naming ``gralora_k`` unless k divides the rank and every targeted layer's dimensions."""
+    from ..adapters import targeted_linears
+
+    if rank % k:
+        raise ConfigError(f"gralora_k: {k} does not divide the rank {rank}")
+    for name, linear in targeted_linears(model, target_modules):
+        for what, dim in (("in_features", linear.in_features), ("out_features", linear.out_features)):
+            if dim % k:
+                raise ConfigError(f"gralora_k: {k} does not divide {what} = {dim} of targeted layer {name!r}")
+
+
+@register
+class Gralora(Method):
+    name = "gralora"
+    summary = "GraLoRA: k×k blocks with rank r/k adapters each; LoRA's parameter count, rank up to k·r"
+    paper = "Jung et al. 2025, arXiv:2505.20355"
+    Options = GraloraOptions
+
+    def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
+                    dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
+        assert isinstance(opts, GraloraOptions)
+        k = resolve_k(rank, opts.gralora_k)
+        check_divisible(model, target_modules, rank, k)
+        return GraloraConfig(r=rank, alpha=alpha, gralora_k=k, hybrid_r=0, gralora_dropout=dropout,
+                             target_modules=target_modules, task_type=task_type, modules_to_save=modules_to_save)

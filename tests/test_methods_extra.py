@@ -1,0 +1,319 @@
+"""LoRA-GA, GraLoRA, RandLoRA and LoFT against their formulas, on small random models (tiny Llama, tiny BERT)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lorabench
+from lorabench import data as D
+from lorabench.adapters import count_trainable, targeted_linears
+from lorabench.errors import ConfigError
+from lorabench.methods import ADAPTER, lora_layers
+from lorabench.methods.gralora import resolve_k
+from lorabench.methods.lora_ga import STABLE_GAMMA, estimate_gradients
+from lorabench.methods.loft import LoftAdamW
+from lorabench.methods.randlora import layer_dims, lora_count, randlora_count
+from lorabench.tiny_llama import build_llama, build_tokenizer
+from lorabench.train import loss_sum, loss_tokens
+
+RANK, ALPHA = 4, 8.0
+S = ALPHA / RANK
+
+
+def base_model():
+    return build_llama("tiny-llama", build_tokenizer(), dtype=torch.float32, seed=0)
+
+
+def bert_classifier(folder):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(folder)
+
+
+def adapted(method: str, model=None, **kwargs):
+    base = model if model is not None else base_model()
+    ref = copy.deepcopy(base)
+    torch.manual_seed(1)
+    return ref, lorabench.adapt(base, method, rank=RANK, alpha=ALPHA, **kwargs)
+
+
+def tokens(seed: int = 0) -> torch.Tensor:
+    return torch.randint(4, 300, (3, 12), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def logits(model, x):
+    model.eval()
+    return model(input_ids=x).logits
+
+
+def original(ref: nn.Module, name: str) -> nn.Module:
+    return ref.get_submodule(name.removeprefix("base_model.model."))
+
+
+class FakeCalibration:
+    """``n`` examples (cycling, like the run's order) in right-padded micro-batches of 3 from
+    ``lorabench.data.collate``, of varied lengths; records each request."""
+
+    def __init__(self, n_examples: int = 12, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        ids = [torch.randint(4, 300, (int(torch.randint(5, 11, (1,), generator=gen)),), generator=gen).tolist()
+               for _ in range(n_examples)]
+        self.enc = D.Encoded(input_ids=ids, labels=[i % 2 for i in range(n_examples)])
+        self.requests: list[int] = []
+
+    def batches(self, n: int):
+        self.requests.append(n)
+        for i in range(0, n, 3):
+            yield D.collate(self.enc, [j % len(self.enc) for j in range(i, min(i + 3, n))], pad_id=3)
+
+
+# ----------------------------------------------------------------------------------------------- LoRA-GA
+
+def reference_gradients(ref: nn.Module, calibration: FakeCalibration, n: int, head: str) -> dict[str, torch.Tensor]:
+    """∂/∂W of Σ loss_sum / Σ loss_tokens by plain autograd on the untouched base model."""
+    ref = copy.deepcopy(ref).train()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    linears = dict(targeted_linears(ref, "all-linear"))
+    for lin in linears.values():
+        lin.weight.requires_grad_(True)
+    batches = list(calibration.batches(n))
+    total = sum(loss_tokens(b, head) for b in batches)
+    for b in batches:
+        (loss_sum(ref, b, head) / total).backward()
+    return {name: lin.weight.grad for name, lin in linears.items()}
+
+
+def projector(rows: torch.Tensor) -> torch.Tensor:
+    """Orthogonal projector onto the row space of ``rows`` (full row rank)."""
+    q, _ = torch.linalg.qr(rows.T.double())
+    return q @ q.T
+
+
+def test_lora_ga_residual_output_and_gradient_alignment():
+    calib = FakeCalibration()
+    ref, model = adapted("lora_ga", calibration=calib, lora_ga_samples=7)
+    assert calib.requests == [7]
+    torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=1e-4, rtol=0)
+    grads = reference_gradients(ref, FakeCalibration(), 7, "lm")
+    layers = list(lora_layers(model))
+    assert len(layers) == len(grads) == 14
+    for name, layer in layers:
+        A, B = layer.lora_A[ADAPTER].weight.detach(), layer.lora_B[ADAPTER].weight.detach()
+        W = original(ref, name).weight
+        # W_res + s·B A reproduces W
+        torch.testing.assert_close(layer.get_base_layer().weight + S * B @ A, W, atol=1e-5, rtol=0)
+        # stable scale: A Aᵀ = Bᵀ B = c² I with c = d_out^{1/4} / √γ
+        c2 = W.shape[0] ** 0.5 / STABLE_GAMMA
+        torch.testing.assert_close(A @ A.T, c2 * torch.eye(RANK), atol=1e-5, rtol=0)
+        torch.testing.assert_close(B.T @ B, c2 * torch.eye(RANK), atol=1e-5, rtol=0)
+        # A spans the top-r right singular vectors of G, B the next r left ones (ArB2r)
+        U, _, Vh = torch.linalg.svd(grads[name.removeprefix("base_model.model.")].double(), full_matrices=False)
+        torch.testing.assert_close(projector(A), projector(Vh[:RANK]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(projector(B.T), projector(U[:, RANK : 2 * RANK].T), atol=1e-4, rtol=0)
+
+
+def test_lora_ga_gradient_estimate_is_the_normalised_training_gradient():
+    ref = base_model()
+    model = lorabench.adapt(copy.deepcopy(ref), "lora", rank=RANK, alpha=ALPHA)  # B = 0: same function as ref
+    got = estimate_gradients(model, FakeCalibration(), 9)
+    want = reference_gradients(ref, FakeCalibration(), 9, "lm")
+    assert len(got) == len(want) == 14
+    for name, g in got.items():
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, want[name.removeprefix("base_model.model.")], atol=1e-6, rtol=1e-4)
+    assert all(p.grad is None for p in model.parameters())  # the estimate leaves no .grad behind
+
+
+def test_lora_ga_on_a_classifier(tiny_bert_dir):
+    ref, model = adapted("lora_ga", bert_classifier(tiny_bert_dir), calibration=FakeCalibration())
+    torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=1e-4, rtol=0)
+    for name, layer in lora_layers(model):
+        delta = S * layer.lora_B[ADAPTER].weight @ layer.lora_A[ADAPTER].weight
+        assert delta.abs().max() > 0
+        torch.testing.assert_close(layer.get_base_layer().weight + delta, original(ref, name).weight,
+                                   atol=1e-5, rtol=0)
+
+
+def test_lora_ga_needs_calibration():
+    with pytest.raises(ConfigError) as err:
+        lorabench.adapt(base_model(), "lora_ga", rank=RANK, alpha=ALPHA)
+    assert str(err.value) == "lora_ga: needs training batches (calibration) to estimate the gradient"
+
+
+def test_lora_ga_rank_over_half_a_dimension_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"rank: lora_ga needs 2·rank <= 32, .*k_proj.*got rank 17"):
+        lorabench.adapt(base_model(), "lora_ga", rank=17, alpha=8, calibration=FakeCalibration())
+
+
+# ----------------------------------------------------------------------------------------------- GraLoRA
+
+def gralora_layers(model):
+    from peft.tuners.gralora import GraloraLayer
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, GraloraLayer)]
+
+
+def gralora_delta(layer) -> torch.Tensor:
+    """ΔW/s from the paper's k×k blocks: block (i, j) = B_ij A_ij of rank r/k, i over outputs, j over inputs."""
+    A, B = layer.gralora_A[ADAPTER], layer.gralora_B[ADAPTER]  # [k, d_in/k, r], [k, r, d_out/k]
+    k, n_in, r = A.shape
+    n_out, sub = B.shape[2], r // k
+    delta = torch.zeros(k * n_out, k * n_in)
+    for i in range(k):
+        for j in range(k):
+            a_ij = A[j][:, i * sub : (i + 1) * sub].T  # r/k × d_in/k
+            b_ij = B[i][j * sub : (j + 1) * sub].T  # d_out/k × r/k
+            delta[i * n_out : (i + 1) * n_out, j * n_in : (j + 1) * n_in] = b_ij @ a_ij
+    return delta
+
+
+def test_gralora_starts_at_base_and_matches_the_block_formula():
+    ref, model = adapted("gralora")
+    torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=0, rtol=0)
+    layers = gralora_layers(model)
+    expected = 0
+    for name, layer in layers:
+        d_out, d_in = original(ref, name).weight.shape
+        k = layer.gralora_k[ADAPTER]
+        assert k == resolve_k(RANK, None) == 2
+        assert layer.gralora_A[ADAPTER].shape == (k, d_in // k, RANK)
+        assert layer.gralora_B[ADAPTER].shape == (k, RANK, d_out // k)
+        expected += RANK * (d_in + d_out)  # Σ_ij (r/k)(d_in/k + d_out/k) = r (d_in + d_out)
+        with torch.no_grad():
+            layer.gralora_B[ADAPTER].normal_()
+            delta = gralora_delta(layer)
+            x = torch.randn(5, d_in)
+            torch.testing.assert_close(layer(x), x @ original(ref, name).weight.T + S * x @ delta.T,
+                                       atol=1e-4, rtol=1e-4)
+            assert torch.linalg.matrix_rank(delta) == min(k * RANK, d_in, d_out)  # beyond LoRA's rank r
+    assert len(layers) == 14
+    assert count_trainable(model) == expected == 2 * RANK * (128 + 96 + 96 + 128 + 3 * 192)
+
+
+def test_gralora_classifier_count_and_auto_k(tiny_bert_dir):
+    ref, model = adapted("gralora", bert_classifier(tiny_bert_dir))
+    torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=0, rtol=0)
+    lora_part = sum(RANK * (lin.in_features + lin.out_features) for _, lin in targeted_linears(ref, "all-linear"))
+    head = sum(p.numel() for p in ref.classifier.parameters())
+    assert count_trainable(model) == lora_part + head
+    assert resolve_k(32, None) == 2 and resolve_k(48, None) == 2 and resolve_k(64, None) == 4
+
+
+def test_gralora_bad_k_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"gralora_k: 3 does not divide in_features = 64 of targeted layer "
+                                          r"'model.layers.0.self_attn.q_proj'"):
+        lorabench.adapt(base_model(), "gralora", rank=6, alpha=8, gralora_k=3)
+    with pytest.raises(ConfigError, match=r"gralora_k: 8 does not divide the rank 4"):
+        lorabench.adapt(base_model(), "gralora", rank=4, alpha=8, gralora_k=8)
+
+
+# ----------------------------------------------------------------------------------------------- RandLoRA
+
+@pytest.mark.parametrize("rank", [4, 8])
+def test_randlora_matches_lora_count_and_starts_at_base(rank):
+    base = base_model()
+    ref = copy.deepcopy(base)
+    lora_params = count_trainable(lorabench.adapt(copy.deepcopy(base), "lora", rank=rank, alpha=8))
+    model = lorabench.adapt(base, "randlora", rank=rank, alpha=8)
+    got = count_trainable(model)
+    assert abs(got - lora_params) <= 0.05 * lora_params
+    r = model.peft_config[ADAPTER].r
+    assert got == randlora_count(layer_dims(ref, "all-linear"), r)  # the formula is PEFT's count
+    assert lora_params == lora_count(layer_dims(ref, "all-linear"), rank)
+    torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=0, rtol=0)
+
+
+def test_randlora_on_a_classifier_and_explicit_r(tiny_bert_dir):
+    ref, model = adapted("randlora", bert_classifier(tiny_bert_dir))
+    head = sum(p.numel() for p in ref.classifier.parameters())
+    lora_params = lora_count(layer_dims(ref, "all-linear"), RANK)
+    assert abs(count_trainable(model) - head - lora_params) <= 0.05 * lora_params
+    torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=0, rtol=0)
+    _, fixed = adapted("randlora", bert_classifier(tiny_bert_dir), randlora_r=16)
+    assert fixed.peft_config[ADAPTER].r == 16
+    assert count_trainable(fixed) - head == randlora_count(layer_dims(ref, "all-linear"), 16) == 13 * 2 * (16 + 32)
+
+
+def test_randlora_without_a_match_within_5_percent_is_a_config_error(tiny_bert_dir):
+    """Width-32 BERT at rank 8: LoRA has 7680; r = 2 gives 7072 (−7.9 %), r = 1 gives 13728."""
+    with pytest.raises(ConfigError, match=r"randlora_r: no basis rank matches LoRA's 7680 .* r = 2, 7072"):
+        lorabench.adapt(bert_classifier(tiny_bert_dir), "randlora", rank=8, alpha=16)
+
+
+# ----------------------------------------------------------------------------------------------- LoFT
+
+def factor_state_finite(opt: torch.optim.Optimizer) -> bool:
+    return all(torch.isfinite(v).all() for st in opt.state.values() for v in st.values() if torch.is_tensor(v))
+
+
+def test_loft_alternates_b_then_a_and_keeps_moments_finite():
+    _, model = adapted("loft")
+    opt = lorabench.build_optimizer(model, "loft", lr=1e-2)
+    assert isinstance(opt, LoftAdamW) and len(opt.pairs) == 14
+    x = tokens()
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x)}
+    model.train()
+    losses = []
+    for step in range(1, 7):
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        loss = loss_sum(model, batch, "lm") / loss_tokens(batch, "lm")
+        loss.backward()
+        losses.append(loss.item())
+        expect = "lora_A" if step % 2 == 0 else "lora_B"  # B on odd steps, A on even steps
+        assert opt.updates_a() == (expect == "lora_A")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                assert torch.equal(p, before[name]) != (expect in name), (step, name)
+        assert factor_state_finite(opt)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert min(losses[1:]) < losses[0]
+
+
+def test_loft_full_rank_limit_is_adamw():
+    """Square, invertible factors (r = m = n, so P_A = P_B = I): W0 + s·B A follows AdamW on W, step after step."""
+    torch.manual_seed(2)
+    m = 6
+    W0, T = torch.randn(m, m), torch.randn(m, m)
+    A = nn.Parameter(torch.linalg.qr(torch.randn(m, m))[0])
+    B = nn.Parameter(0.5 * torch.linalg.qr(torch.randn(m, m))[0])  # not 0: AdamW's first step sign(G) may be singular
+    W = nn.Parameter((W0 + S * B @ A).detach().clone())
+    loft = LoftAdamW([A, B], [(A, B, S)], lr=0.1)
+    adamw = torch.optim.AdamW([W], lr=0.1, weight_decay=0.0)
+    for _ in range(10):
+        for opt, w in ((loft, W0 + S * B @ A), (adamw, W)):
+            (0.5 * (w - T).pow(2).sum()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        torch.testing.assert_close((W0 + S * B @ A).detach(), W.detach(), atol=5e-4, rtol=1e-3)
+    assert (W - W0).abs().max() > 0.5  # it really moved
+    assert factor_state_finite(loft)
+
+
+def test_loft_classifier_head_gets_plain_adamw(tiny_bert_dir):
+    _, model = adapted("loft", bert_classifier(tiny_bert_dir))
+    opt = lorabench.build_optimizer(model, "loft", lr=1e-3, weight_decay=0.1)
+    head = {n: p for n, p in model.named_parameters() if p.requires_grad and "classifier" in n}
+    assert head and not any("lora" in n for n in head)
+    twins = {n: nn.Parameter(p.detach().clone()) for n, p in head.items()}
+    ref_opt = torch.optim.AdamW(list(twins.values()), lr=1e-3, weight_decay=0.1)
+    x = tokens()
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": torch.tensor([0, 1, 1])}
+    model.train()
+    for _ in range(3):
+        loss_sum(model, batch, "cls").backward()
+        for n, p in head.items():
+            twins[n].grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+        opt.zero_grad(set_to_none=True)
+        for n, p in head.items():
+            torch.testing.assert_close(p.detach(), twins[n].detach(), atol=1e-6, rtol=1e-5)
+    assert factor_state_finite(opt)
