@@ -77,10 +77,25 @@ def test_adaptive_finds_the_peak_within_one_step_with_half_the_trials(peak):
         if not todo:
             break
         for s in todo:
-            done[s.key] = {"status": "ok", "result": {"final": {"accuracy": acc[s.lr]}}}
+            done[s.key] = {"status": "ok", "result": {"final": {"accuracy": acc[s.lr]}, "train_loss_last": 1.0}}
     assert len(done) <= 6
     found = max(done, key=lambda k: done[k]["result"]["final"]["accuracy"])
     assert abs(lrs.index(float(found[1:])) - peak) <= 1
+
+
+def test_adaptive_breaks_accuracy_ties_on_a_plateau_with_the_training_loss():
+    """At chance accuracy everywhere but the peak, the loss points the refinement the right way."""
+    lrs = [float(i + 1) for i in range(6)]
+    specs = [_spec(lr) for lr in lrs]
+    acc = [0.5, 0.5, 0.5, 0.8, 0.5, 0.0]
+    loss = [0.70, 0.69, 0.66, 0.40, 0.60, 9.0]
+    done: dict = {}
+    while todo := [s for s in adaptive(specs, done) if s.key not in done]:
+        for s in todo:
+            i = lrs.index(s.lr)
+            done[s.key] = {"status": "ok", "result": {"final": {"accuracy": acc[i]}, "train_loss_last": loss[i]}}
+    # coarse points 1 and 4 tie on accuracy; 4 has the lower loss and its only coarse neighbour is 1: step to 3
+    assert sorted(lrs.index(float(k[1:])) for k in done) == [1, 3, 4]
 
 
 def test_sweep_runs_records_each_trial_once_and_reports_best(tmp_path, glue_dir):

@@ -27,6 +27,7 @@ from .measure import Stopwatch, peak_memory, reset_peak_memory
 from .prepare import Prepared
 from .record import RunRecord
 
+LAST_LOSSES = 10  # ``train_loss_last`` averages this many final steps
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -99,6 +100,7 @@ def run_training(p: Prepared, record: RunRecord, *, progress: bool = True, log: 
         return metrics(preds), preds
 
     status, first_loss, tokens_seen, step, error = "ok", None, 0, 0, None
+    recent: list[float] = []  # the last LAST_LOSSES training losses
     best: dict[str, Any] = {"accuracy": None, "macro_f1": None, "step": None}
     final, preds = None, None
     p.model.train()
@@ -123,6 +125,7 @@ def run_training(p: Prepared, record: RunRecord, *, progress: bool = True, log: 
                 log(f"diverged at step {step}: loss {stats.loss:.4g} (first loss {first_loss})")
                 break
             first_loss = stats.loss if first_loss is None else first_loss
+            recent = (recent + [stats.loss])[-LAST_LOSSES:]
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.4f}")
             if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -162,5 +165,6 @@ def run_training(p: Prepared, record: RunRecord, *, progress: bool = True, log: 
         "memory_kind": kind,
         "trainable_params": p.trainable_params,
         "tokens_seen": tokens_seen,
+        "train_loss_last": sum(recent) / len(recent) if recent and status == "ok" else None,
         "error": error,
     }

@@ -7,6 +7,10 @@ step from the best coarse point towards its better coarse neighbour. That costs 
 learning rates instead of n (5 of 12, 3 of 6), and when the true best lies beside the best coarse
 point it is found within one grid step. Every seed of a chosen learning rate runs.
 
+Points are compared by dev accuracy (mean over seeds), ties broken by the mean training loss of
+the last steps: short runs often sit at chance accuracy over much of the grid, and the loss still
+tells which side of the plateau is moving.
+
 A strategy is a pure function of the stored results, so a resumed sweep proposes the same trials.
 """
 
@@ -21,12 +25,19 @@ from typing import Any
 from .space import TrialSpec
 
 
-def trial_score(row: dict[str, Any] | None) -> float | None:
-    """Final dev accuracy of a finished trial; 0 for a diverged or failed one; None if not finished."""
+Score = tuple[float, float]
+
+
+def trial_score(row: dict[str, Any] | None) -> Score | None:
+    """(final dev accuracy, −last training loss) of a finished trial; (0, −inf) for a diverged or failed
+    one; None if not finished."""
     if row is None or row["status"] in ("pending", "running"):
         return None
-    final = (row.get("result") or {}).get("final")
-    return float(final["accuracy"]) if row["status"] == "ok" and final else 0.0
+    result = row.get("result") or {}
+    final, loss = result.get("final"), result.get("train_loss_last")
+    if row["status"] != "ok" or not final:
+        return (0.0, -math.inf)
+    return (float(final["accuracy"]), -float(loss) if loss is not None else -math.inf)
 
 
 def grid(specs: list[TrialSpec], done: dict[str, dict[str, Any]]) -> list[TrialSpec]:
@@ -44,18 +55,21 @@ def adaptive(specs: list[TrialSpec], done: dict[str, dict[str, Any]]) -> list[Tr
         for s in group_specs:
             at[s.lr].append(s)
 
-        def score(i: int) -> float | None:
+        def score(i: int) -> Score | None:
             vals = [trial_score(done.get(s.key)) for s in at[lrs[i]]]
-            return None if any(v is None for v in vals) else mean(vals)  # type: ignore[arg-type]
+            if any(v is None for v in vals):
+                return None
+            return (mean(v[0] for v in vals), mean(v[1] for v in vals))  # type: ignore[index]
 
         coarse = list(range(1, len(lrs), 3)) if len(lrs) > 2 else list(range(len(lrs)))
         chosen = list(coarse)
         scores = [score(i) for i in coarse]
         if all(v is not None for v in scores) and len(lrs) > 2:
             best = coarse[max(range(len(coarse)), key=lambda j: scores[j])]  # first best: the smaller lr
-            lo = score(best - 3) if best - 3 >= 0 else -math.inf
-            hi = score(best + 3) if best + 3 < len(lrs) else -math.inf
-            step = 1 if (hi if hi is not None else -math.inf) > (lo if lo is not None else -math.inf) else -1
+            worst = (-math.inf, -math.inf)
+            lo = score(best - 3) if best - 3 >= 0 else worst
+            hi = score(best + 3) if best + 3 < len(lrs) else worst
+            step = 1 if (hi or worst) > (lo or worst) else -1
             target = best + step if 0 <= best + step < len(lrs) else best - step
             chosen.append(target)
         for i in chosen:
