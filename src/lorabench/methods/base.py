@@ -78,3 +78,17 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
 def base_weight(layer: LoraLayer) -> torch.Tensor:
     """The frozen base weight W (out x in) of a LoRA layer, as stored."""
     return layer.get_base_layer().weight
+
+
+def set_with_residual(layer: LoraLayer, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Set the adapter to A = ``a``, B = ``b`` and freeze W_res = W − s·B A in W's dtype, so W_res + s·B A = W.
+
+    For inits whose s·B A is not zero (MiLoRA, Init[AB]); the residual is formed in float32.
+    """
+    lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+    w = base_weight(layer)
+    with torch.no_grad():
+        lora_a.copy_(a)
+        lora_b.copy_(b)
+        delta = layer.scaling[ADAPTER] * (lora_b.float() @ lora_a.float())
+        w.copy_((w.float() - delta.to(w.device)).to(w.dtype))
