@@ -24,6 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench sweep configs/sweep-demo.yaml -o runs/sweep-demo
 	$(VENV)/bin/lorabench best runs/sweep-demo
+	$(VENV)/bin/lorabench report runs/sweep-demo -o runs/sweep-demo/report
 
 demo-run: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench train configs/sst2-minilm.yaml -o runs/demo-$$(date +%s)

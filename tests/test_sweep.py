@@ -175,3 +175,12 @@ def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_
     local, remote = metrics(tmp_path / "local"), metrics(tmp_path / "ray")
     assert local.keys() == remote.keys() and len(local) == 4
     assert local == remote
+
+
+def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["loraplus"],
+                                                    "loraplus_grid": {"lr_a": [1e-3], "lr_b": [1e-3, 1e-2]}}))
+    run_sweep(s, tmp_path / "S", progress=False)
+    (row,) = best(open_store(tmp_path / "S"))["table"]
+    assert row["seeds"] == 1 and len(row["curve"]) == 2
+    assert sorted(c["lr_b"] for c in row["curve"]) == [1e-3, 1e-2]

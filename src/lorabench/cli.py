@@ -139,6 +139,84 @@ def best(
     typer.echo(json.dumps(b, indent=2) if as_json else format_best(b))
 
 
+@app.command()
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    out: Annotated[Optional[Path], typer.Option("-o", "--out",
+                                                help="Report folder (default: SWEEP_DIR/report).")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store URL if not the folder's sqlite.")] = None,
+    zoom_steps: Annotated[Optional[int], typer.Option("--zoom-steps", min=1, help="Steps shown by the zoomed "
+                                                      "training-curve figure (default: the first quarter).")] = None,
+) -> None:
+    """A paper-ready report: figures, CSV and LaTeX tables, a generated summary, report.md and report.html."""
+    from .errors import LorabenchError
+    from .report import write_report
+
+    try:
+        html = write_report(sweep_dir, out if out is not None else sweep_dir / "report", store_url=store,
+                            zoom_steps=zoom_steps)
+    except LorabenchError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot write the report: {e}")
+    typer.echo(f"report: {html}")
+
+
+@app.command()
+def hessian(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/sst2-minilm.yaml.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Result file (JSON), written atomically.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a run-config key: --set method=pissa "
+                                                      "(repeatable).")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Training examples in the loss "
+                                                   "(default 500).")] = None,
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Layer indices of the blocks, e.g. 0,3 "
+                                                  "('' for none; default: layer 0's first module).")] = None,
+    modules: Annotated[Optional[str], typer.Option("--modules", help="Module names of the blocks, e.g. "
+                                                   "query,value or self_attn.q_proj.")] = None,
+    whole: Annotated[Optional[bool], typer.Option("--whole/--no-whole", help="Also the whole adapter "
+                                                  "(default: yes).")] = None,
+    tol: Annotated[Optional[float], typer.Option("--tol", help="Relative tolerance (default 1e-3).")] = None,
+    maxiter: Annotated[Optional[int], typer.Option("--maxiter", help="Most HVPs per eigenvalue "
+                                                   "(default 300).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """λ_max and λ_min of the training loss's Hessian w.r.t. the adapter at init, per block and whole."""
+    from .errors import ConfigError, LorabenchError
+    from .config import load_config
+    from .files import atomic_write_json
+    from .hessian import hessian_config, measure
+
+    def split(name: str, text: str | None, cast) -> list | None:
+        if text is None:
+            return None
+        try:
+            return [cast(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--{name}: expected comma-separated {'integers' if cast is int else 'names'} "
+                              f"(got {text!r})") from None
+
+    try:
+        cfg = load_config(config, set_ or [])
+        given = {"samples": samples, "layers": split("layers", layers, int), "modules": split("modules", modules, str),
+                 "whole": whole, "tol": tol, "maxiter": maxiter}
+        hcfg = hessian_config({k: v for k, v in given.items() if v is not None}, "hessian")
+        result = measure(cfg, hcfg, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
+    except LorabenchError as e:
+        _fail(str(e))
+    try:
+        atomic_write_json(out, result)
+    except OSError as e:
+        _fail(f"{out}: cannot write: {e}")
+    w = max(len(b["block"]) for b in result["blocks"])
+    for b in result["blocks"]:
+        flag = "" if b["max"]["converged"] and b["min"]["converged"] else "  (not converged)"
+        typer.echo(f"{b['block']:<{w}}  λ_max {b['lambda_max']:.6g}  λ_min {b['lambda_min']:.6g}  "
+                   f"{b['params']:,} params  {b['hvps']} HVPs  {b['seconds']:.1f} s{flag}")
+    typer.echo(f"{result['method']}: {result['samples']} examples, {result['loss_terms']:,} loss terms, "
+               f"loss {result['loss']:.4f}; {result['seconds']:.1f} s in all; wrote {out}")
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods: name, what it does, paper."""

@@ -70,16 +70,16 @@ class Calibration:
                 yield {k: v.to(self.device) for k, v in D.collate(self.enc, part, self.pad_id).items()}
 
 
-def prepare(cfg: RunConfig) -> Prepared:
+def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepared:
+    """``attn_implementation`` (e.g. ``"eager"``) overrides the model's attention kernel."""
     device = pick_device(cfg.device)
     check_trackers(cfg.report_to)
-    if cfg.batch_size * cfg.grad_accum > (cfg.data.n_train or 1 << 62):
-        raise ConfigError(f"batch_size × grad_accum = {cfg.batch_size * cfg.grad_accum} exceeds data.n_train")
     train_ex, dev_ex, files = load_data(cfg)
     if len(train_ex) < cfg.batch_size * cfg.grad_accum:
-        raise ConfigError(f"batch_size × grad_accum exceeds the {len(train_ex)} training examples")
+        raise ConfigError(f"batch_size × grad_accum = {cfg.batch_size * cfg.grad_accum} exceeds the "
+                          f"{len(train_ex)} training examples")
     torch.manual_seed(cfg.seed)  # a new classifier head's init depends on the run seed only
-    model, tok = load_model(cfg.model)
+    model, tok = load_model(cfg.model, attn_implementation=attn_implementation)
     prompt = D.Prompt(cfg.data.template, tuple(cfg.data.label_words)) if cfg.model.head == "lm" else None
     label_ids = D.label_token_ids(tok, prompt) if prompt else None
     train = D.encode(train_ex, tok, head=cfg.model.head, prompt=prompt, max_length=cfg.model.max_length, train=True)

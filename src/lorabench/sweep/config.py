@@ -25,6 +25,7 @@ class SweepConfig(BaseModel):
     space: SweepSpace
     strategy: Literal["grid", "adaptive"] = "grid"
     hessian: bool = False
+    hessian_config: dict[str, Any] = Field({}, description="lorabench.hessian.HessianConfig for `hessian: true`")
     execution: ExecutionConfig = ExecutionConfig()
 
 

@@ -2,24 +2,32 @@
 
 Resuming is re-running the same command: finished trials are kept, trials left ``running`` by a
 dead worker go back to pending, and the strategy proposes the same trials from the same results.
+
+``hessian: true``: after the trials, each method's Hessian at init is measured once (see
+``measure_hessians``) and kept in the store, so ``best`` can show its λ_max.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from tqdm.auto import tqdm
 
+from ..config import merge, validate
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from .config import Sweep
 from .executors import run_local, run_ray
 from .store import DONE, Store, default_url
 from .strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from ..hessian import HessianConfig
 
 
 class Monitor(threading.Thread):
@@ -60,6 +68,23 @@ class Monitor(threading.Thread):
         self.total.close()
 
 
+def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
+                     log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Each method's Hessian at init (``lorabench.hessian.measure`` with ``hcfg``) on the sweep's base config
+    with that method at the first seed, kept in the store's meta ``hessian`` (method → result). A method
+    already measured with the same settings is not measured again."""
+    from ..hessian import measure
+
+    for method in sweep.cfg.space.methods:
+        known = (store.get_meta("hessian") or {}).get(method)
+        if known is not None and known.get("hessian") == hcfg.model_dump(mode="json"):
+            continue
+        cfg = validate(merge(sweep.base, {"method": method, "seed": sweep.cfg.space.seeds[0]}), sweep.source)
+        result = measure(cfg, hcfg, log=log)
+        store.set_meta("hessian", {**(store.get_meta("hessian") or {}), method: result})
+    return store.get_meta("hessian") or {}
+
+
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
               strategy: str | None = None, address: str | None = None, store_url: str | None = None,
               progress: bool = True) -> dict[str, Any]:
@@ -69,6 +94,11 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
     strategy = strategy or sweep.cfg.strategy
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    hcfg = None
+    if sweep.cfg.hessian:
+        from ..hessian import hessian_config
+
+        hcfg = hessian_config(sweep.cfg.hessian_config, f"{sweep.source}: hessian_config")
     url = store_url or default_url(out)
     store = Store(url)
     recorded = store.get_meta("sweep")
@@ -99,6 +129,8 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
                 raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
     finally:
         monitor.close()
+    if hcfg is not None:
+        measure_hessians(sweep, store, hcfg, log=(lambda m: tqdm.write(m)) if progress else (lambda _: None))
     counts: dict[str, int] = {}
     for r in store.rows():
         counts[r["status"]] = counts.get(r["status"], 0) + 1

@@ -42,19 +42,23 @@ def _ms(xs: list[float]) -> dict[str, float]:
 
 
 def best(store: Store) -> dict[str, Any]:
-    """Per group (method and its other axes): every learning rate's mean over seeds, and the best."""
+    """Per group (method and its other axes): every learning rate's mean over seeds, and the best.
+
+    A point of a group's curve is one learning rate, or for LoRA+'s η_A × η_B grid one (η_A, η_B) pair.
+    """
     rows = [r for r in store.rows() if r["status"] in DONE]
-    groups: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    hessian = store.get_meta("hessian") or {}  # method → its Hessian at init (a sweep with hessian: true)
+    groups: dict[str, dict[tuple, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        groups[r["grp"]][r["lr"]].append(r)
+        groups[r["grp"]][(r["lr"], r["axes"].get("lr_b"))].append(r)
     table = []
     for grp, by_lr in groups.items():
         curve = []
-        for lr, rs in sorted(by_lr.items()):
+        for (lr, lr_b), rs in sorted(by_lr.items()):
             ok = [r for r in rs if r["status"] == "ok" and (r["result"] or {}).get("final")]
             accs = [r["result"]["final"]["accuracy"] if r in ok else 0.0 for r in rs]
             f1s = [r["result"]["final"]["macro_f1"] if r in ok else 0.0 for r in rs]
-            curve.append({"lr": lr, "accuracy": _ms(accs), "macro_f1": _ms(f1s), "seeds": len(rs),
+            curve.append({"lr": lr, **({"lr_b": lr_b} if lr_b is not None else {}), "accuracy": _ms(accs), "macro_f1": _ms(f1s), "seeds": len(rs),
                           "statuses": sorted({r["status"] for r in rs}), "rows": ok, "axes": rs[0]["axes"]})
         top = max(curve, key=lambda c: c["accuracy"]["mean"])
         ok = top.pop("rows")
@@ -63,6 +67,7 @@ def best(store: Store) -> dict[str, Any]:
         res = [r["result"] for r in ok]
         table.append({
             "group": json.loads(grp), "method": json.loads(grp)["method"], "best_lr": top["lr"],
+            "lambda_max": (hessian.get(json.loads(grp)["method"]) or {}).get("lambda_max"),
             "axes": top["axes"], "accuracy": top["accuracy"], "macro_f1": top["macro_f1"], "seeds": top["seeds"],
             "train_seconds": mean(x["train_seconds"] for x in res) if res else None,
             "peak_memory_mb": max(x["peak_memory_mb"] for x in res) if res else None,
@@ -76,12 +81,14 @@ def best(store: Store) -> dict[str, Any]:
 
 
 def format_best(b: dict[str, Any]) -> str:
-    head = ["method", "axes", "best lr", "accuracy", "macro-F1", "seeds", "train s", "peak MB", "params", "trials"]
+    head = ["method", "axes", "best lr", "λ_max", "accuracy", "macro-F1", "seeds", "train s", "peak MB", "params",
+            "trials"]
     lines = []
     for t in sorted(b["table"], key=lambda t: -t["accuracy"]["mean"]):
         axes = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in t["group"].items() if k != "method") or "-"
         lines.append([t["method"], axes, f"{t['best_lr']:.3g}",
+                      f"{t['lambda_max']:.4g}" if t.get("lambda_max") is not None else "-",
                       f"{t['accuracy']['mean']:.4f} ± {t['accuracy']['std']:.4f}",
                       f"{t['macro_f1']['mean']:.4f} ± {t['macro_f1']['std']:.4f}", str(t["seeds"]),
                       f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",

@@ -1,0 +1,349 @@
+"""The report's figures (matplotlib, Agg backend), each saved as PNG (for the HTML) and PDF (for a paper).
+
+Every function returns the figures it drew as ``Figure(path, caption)``; one whose data is absent
+from the sweep (no rank axis, no LoRA+ grid, no λ_max) draws nothing and returns an empty list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from .data import (SENSITIVITY_AXES, SweepData, best_run, curves, final, fmt_value, group_label,  # noqa: E402
+                   lambda_max, lr_points, per_method_best, setting)
+
+DPI = 160
+BAD_MARK = {"diverged": "x", "failed": "X", "oom": "s"}
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+                     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+
+
+@dataclass
+class Figure:
+    path: Path  # the PNG; a PDF of the same name sits beside it
+    caption: str
+
+
+def colors(data: SweepData) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(data.methods)}
+
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "<", ">", "h", "p"]
+
+
+def markers(data: SweepData) -> dict[str, str]:
+    """A marker per method too, so that curves stay apart in grey print and where they coincide."""
+    return {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(data.methods)}
+
+
+def slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()
+
+
+def save(fig: Any, out_dir: Path, name: str) -> Path:
+    folder = out_dir / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{name}.png"
+    fig.savefig(png, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"Creator": None, "Producer": None,
+                                                                       "CreationDate": None})
+    plt.close(fig)
+    return png
+
+
+def _plain_log(axis: Any) -> None:
+    """Ticks at 1, 2, 5 × 10^k written plainly (0.002, 500): readable over a narrow or a wide log range."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _groups(data: SweepData) -> list[dict[str, Any]]:
+    return [t for m in data.methods for t in data.best["table"] if t["method"] == m]
+
+
+def _styles(data: SweepData) -> dict[str, tuple[Any, str, str]]:
+    """A colour and a marker per method and a line style per group within it."""
+    c, mk, out = colors(data), markers(data), {}
+    dashes = ["-", "--", ":", "-."]
+    count: dict[str, int] = defaultdict(int)
+    for t in _groups(data):
+        g = json.dumps(t["group"], sort_keys=True)
+        out[g] = (c[t["method"]], dashes[count[t["method"]] % len(dashes)], mk[t["method"]])
+        count[t["method"]] += 1
+    return out
+
+
+def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
+    styles = _styles(data)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    any_bad, grid_note = set(), False
+    stacked: dict[float, int] = defaultdict(int)
+    for t in _groups(data):
+        g = json.dumps(t["group"], sort_keys=True)
+        color, ls, mk = styles[g]
+        pts = lr_points(data.group_rows(t["group"]))
+        grid_note |= any(p["lr_b"] is not None for p in pts)
+        ok = [p for p in pts if p["accuracy"] is not None]
+        for ax, key in zip(axes, ("accuracy", "macro_f1")):
+            x = [p["lr"] for p in ok]
+            y = [100 * p[key] for p in ok]
+            e = [100 * p[f"{key}_std"] for p in ok]
+            ax.errorbar(x, y, yerr=e if any(e) else None, color=color, ls=ls, marker=mk, ms=4, capsize=2,
+                        label=group_label(t["group"]) if ax is axes[0] else None)
+            if t["best_lr"] in x:
+                i = x.index(t["best_lr"])
+                ax.plot([x[i]], [y[i]], marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none", zorder=5)
+        for p in pts:
+            for status, n in p["statuses"].items():
+                if status in BAD_MARK and n:
+                    any_bad.add(status)
+                    level = stacked[p["lr"]]  # several groups failing at one rate: stack their marks
+                    stacked[p["lr"]] += 1
+                    for ax in axes:
+                        tr = blended_transform_factory(ax.transData, ax.transAxes)
+                        ax.plot([p["lr"]], [0.03 + 0.045 * level], marker=BAD_MARK[status], ms=6, mew=1.5,
+                                color=color, transform=tr, clip_on=False, ls="none", zorder=6)
+    for ax, name in zip(axes, ("dev accuracy (%)", "dev macro-F1 (%)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate" + (r" ($\eta_A$ for the LoRA+ grid)" if grid_note else ""))
+        ax.set_ylabel(name)
+        lo, hi = ax.get_ylim()
+        room = 0.06 + 0.045 * max(stacked.values(), default=0)  # room for the failure marks at the bottom
+        ax.set_ylim(lo - room * (hi - lo), hi)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for status in sorted(any_bad):
+        handles.append(plt.Line2D([], [], marker=BAD_MARK[status], color="gray", ls="none", mew=1.6))
+        labels.append(status)
+    handles.append(plt.Line2D([], [], marker="*", color="gray", mec="black", ms=10, ls="none"))
+    labels.append("best lr")
+    fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), frameon=False,
+               bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    cap = ("Dev accuracy (left) and macro-F1 (right) against the learning rate (log scale), one curve per method"
+           " (mean over the seeds that finished; bars: std); ★ the best learning rate")
+    if any_bad:
+        cap += "; " + ", ".join(f"{BAD_MARK[s]} a {s} trial" for s in sorted(any_bad)) + " at that rate (bottom)"
+    if grid_note:
+        cap += "; for the LoRA+ η_A × η_B grid, the best η_B at each η_A"
+    return [Figure(save(fig, out_dir, "accuracy_vs_lr"), cap + ".")]
+
+
+def _smooth(y: list[float], w: int) -> np.ndarray:
+    if w <= 1 or len(y) < w:
+        return np.asarray(y, dtype=float)
+    k = np.ones(w) / w
+    full = np.convolve(y, k, mode="valid")
+    return np.concatenate([np.cumsum(y[: w - 1]) / np.arange(1, w), full])
+
+
+def training_curves(data: SweepData, out_dir: Path, zoom_steps: int | None = None) -> list[Figure]:
+    c, mk = colors(data), markers(data)
+    runs = []
+    for t in per_method_best(data):
+        r = best_run(data, t)
+        cv = curves(data, r) if r else None
+        if cv and (cv["step"] or cv["eval_step"]):
+            runs.append((t, r, cv))
+    if not runs:
+        return []
+    max_step = max(max(cv["step"] + cv["eval_step"]) for _, _, cv in runs)
+    if zoom_steps is None:
+        zoom_steps = max(1, round(max_step / 4))
+    w = max(1, max_step // 50)
+    out = []
+    for name, limit in (("training_curves", None), ("training_curves_zoom", zoom_steps)):
+        if limit is not None and limit >= max_step:
+            continue
+        end = limit if limit is not None else max_step
+        evals = sorted({s for _, _, cv in runs for s in cv["eval_step"] if s <= end})
+        keys = [("eval_accuracy", "dev accuracy (%)"), ("eval_macro_f1", "dev macro-F1 (%)")] if evals else []
+        keys.append(("loss", "training loss"))
+        fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 3.7 * len(keys)), 3.4), squeeze=False)
+        axes = axes[0]
+        for t, r, cv in runs:
+            col = c[t["method"]]
+            lab = f"{group_label(t['group'])}, lr {t['best_lr']:.3g}, seed {r['seed']}"
+            for ax, (key, _) in zip(axes, keys):
+                xs = cv["eval_step"] if key != "loss" else cv["step"]
+                keep = [i for i, s in enumerate(xs) if s <= end]
+                y = [cv[key][i] * (1 if key == "loss" else 100) for i in keep]
+                if key == "loss":
+                    ax.plot([xs[i] for i in keep], _smooth(y, w if limit is None else 1), color=col, lw=1, label=lab,
+                            marker=mk[t["method"]], ms=3, markevery=max(1, len(keep) // 8))
+                else:
+                    ax.plot([xs[i] for i in keep], y, marker=mk[t["method"]], ms=4, color=col, alpha=0.9)
+        for ax, (_, yl) in zip(axes, keys):
+            ax.set_xlabel("training step")
+            ax.set_ylabel(yl)
+            ax.set_xlim(0, end * 1.02)
+        fig.legend(*axes[-1].get_legend_handles_labels(), loc="upper center", frameon=False,
+                   ncol=min(3 if len(keys) > 1 else 2, len(runs)), bbox_to_anchor=(0.5, 1.1 if len(keys) > 1 else 1.14))
+        fig.tight_layout()
+        what = "Dev accuracy, macro-F1 and training loss" if evals else "Training loss"
+        cap = (f"{what} against the training step for the best run of each method (at its best learning rate"
+               + (f"; evaluated at steps {_steps_str(evals)})" if evals else ")"))
+        if limit is None:
+            cap += f"; loss: moving average over {w} steps" if w > 1 else "; loss at every step"
+        else:
+            cap = f"The first {limit} steps of the figure above: " + cap[0].lower() + cap[1:] + "; loss at every step"
+            if not evals:
+                cap += " (no evaluation in these steps)"
+        out.append(Figure(save(fig, out_dir, name), cap + "."))
+    return out
+
+
+def _steps_str(steps: list[int]) -> str:
+    if len(steps) > 6:
+        return f"{steps[0]}, {steps[1]}, …, {steps[-1]}"
+    return ", ".join(map(str, steps)) or "none"
+
+
+def loraplus_heatmaps(data: SweepData, out_dir: Path) -> list[Figure]:
+    out = []
+    for t in _groups(data):
+        rows = [r for r in data.group_rows(t["group"]) if "lr_b" in r["axes"]]
+        if not rows:
+            continue
+        a_vals = sorted({r["lr"] for r in rows})
+        b_vals = sorted({r["axes"]["lr_b"] for r in rows})
+        acc = np.full((len(b_vals), len(a_vals)), np.nan)
+        notes: dict[tuple[int, int], str] = {}
+        for i, b in enumerate(b_vals):
+            for j, a in enumerate(a_vals):
+                cell = [r for r in rows if r["lr"] == a and r["axes"]["lr_b"] == b]
+                accs = [x for x in (final(r) for r in cell) if x is not None]
+                if accs:
+                    acc[i, j] = 100 * float(np.mean(accs))
+                bad = sorted({r["status"] for r in cell if r["status"] not in ("ok",)})
+                notes[(i, j)] = "–" if not cell else ("\n" + "/".join(bad) if bad else "")
+        fig, ax = plt.subplots(figsize=(1.1 * len(a_vals) + 2.2, 0.75 * len(b_vals) + 1.6))
+        im = ax.imshow(np.ma.masked_invalid(acc), origin="lower", cmap="viridis", aspect="auto")
+        ax.set_facecolor("#dddddd")
+        ax.grid(False)
+        ax.set_xticks(range(len(a_vals)), [f"{a:.3g}" for a in a_vals])
+        ax.set_yticks(range(len(b_vals)), [f"{b:.3g}" for b in b_vals])
+        ax.set_xlabel(r"$\eta_A$ (learning rate of A)")
+        ax.set_ylabel(r"$\eta_B$ (learning rate of B)")
+        finite = acc[np.isfinite(acc)]
+        mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0
+        for (i, j), note in notes.items():
+            v = acc[i, j]
+            txt = (f"{v:.1f}" if np.isfinite(v) else "") + note
+            ax.text(j, i, txt.strip("\n") or "–", ha="center", va="center", fontsize=7,
+                    color="white" if np.isfinite(v) and v < mid else "black")
+        fig.colorbar(im, ax=ax, label="dev accuracy (%)")
+        s = setting({k: v for k, v in t["group"].items() if k != "loraplus_ratio"})
+        ax.set_title(r"LoRA+ accuracy over $\eta_A \times \eta_B$" + (f" ({s})" if s else ""))
+        fig.tight_layout()
+        name = "loraplus_heatmap" + (f"_{slug(s)}" if s else "")
+        if np.isfinite(acc).any():
+            i, j = np.unravel_index(np.nanargmax(acc), acc.shape)
+            top = f"; best cell η_A = {a_vals[j]:.3g}, η_B = {b_vals[i]:.3g} ({acc[i, j]:.2f}%)"
+        else:
+            top = ""
+        out.append(Figure(save(fig, out_dir, name),
+                          f"LoRA+ dev accuracy (mean over seeds) for every η_A × η_B pair{top}; "
+                          "a cell names the statuses of trials that did not finish ok, – where none ran."))
+    return out
+
+
+def sensitivity(data: SweepData, out_dir: Path) -> list[Figure]:
+    c, mk = colors(data), markers(data)
+    out = []
+    for axis in SENSITIVITY_AXES:
+        series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for t in _groups(data):
+            if axis in t["group"]:
+                rest = {k: v for k, v in t["group"].items() if k != axis}
+                series[json.dumps(rest, sort_keys=True)].append(t)
+        series = {k: sorted(v, key=lambda t: t["group"][axis]) for k, v in series.items() if len(v) >= 2}
+        if not series:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for k, ts in series.items():
+            rest = json.loads(k)
+            col = c[rest["method"]]
+            x = [t["group"][axis] for t in ts]
+            axes[0].errorbar(x, [100 * t["accuracy"]["mean"] for t in ts],
+                             yerr=[100 * t["accuracy"]["std"] for t in ts], marker=mk[rest["method"]], ms=4,
+                             capsize=2, color=col,
+                             label=group_label(rest))
+            axes[1].plot(x, [t["best_lr"] for t in ts], marker=mk[rest["method"]], ms=4, color=col)
+        name = axis.replace("_", " ")
+        for ax in axes:
+            ax.set_xscale("log", base=2 if axis in ("rank", "batch_size") else 10)
+            xs = sorted({t["group"][axis] for ts in series.values() for t in ts})
+            ax.set_xticks(xs, [fmt_value(v) for v in xs])
+            ax.minorticks_off()
+            ax.set_xlabel(name)
+        axes[0].set_ylabel("best dev accuracy (%)")
+        axes[1].set_ylabel("best learning rate")
+        axes[1].set_yscale("log")
+        lrs = sorted({t["best_lr"] for ts in series.values() for t in ts})
+        if len(lrs) <= 8:  # label exactly the rates that were found best
+            axes[1].set_yticks(lrs, [f"{v:.3g}" for v in lrs])
+            axes[1].yaxis.set_minor_formatter(NullFormatter())
+        else:
+            _plain_log(axes[1].yaxis)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=min(5, len(series)),
+                   frameon=False, bbox_to_anchor=(0.5, 1.08))
+        fig.tight_layout()
+        out.append(Figure(save(fig, out_dir, f"sensitivity_{axis}"),
+                          f"Sensitivity to {name}: each method's accuracy at its best learning rate (left, mean ± std "
+                          f"over seeds) and that learning rate (right), for every {name} swept."))
+    return out
+
+
+def lr_vs_lambda(data: SweepData, out_dir: Path) -> list[Figure]:
+    pts = [(t, lambda_max(t)) for t in per_method_best(data)]
+    pts = [(t, lam) for t, lam in pts if lam is not None]
+    if len({t["method"] for t, _ in pts}) < 2:
+        return []
+    c, mk = colors(data), markers(data)
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    lams = [lam for _, lam in pts]
+    lo, hi = min(lams) / 2, max(lams) * 2
+    xs = np.geomspace(lo, hi, 50)
+    ax.plot(xs, 1 / xs, color="gray", ls="--", lw=1, label=r"lr = 1/$\lambda_{\max}$")
+    ax.plot(xs, 2 / xs, color="black", ls="-", lw=1, label=r"lr = 2/$\lambda_{\max}$")
+    for t, lam in pts:
+        ax.plot([lam], [t["best_lr"]], marker=mk[t["method"]], ms=7, color=c[t["method"]], ls="none")
+        ax.annotate(group_label(t["group"]), (lam, t["best_lr"]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$\lambda_{\max}$ (largest Hessian eigenvalue)")
+    _plain_log(ax.xaxis)
+    _plain_log(ax.yaxis)
+    ax.set_ylabel("best learning rate")
+    ax.legend(loc="best", frameon=False)
+    fig.tight_layout()
+    prods = [t["best_lr"] * lam for t, lam in pts]
+    return [Figure(save(fig, out_dir, "best_lr_vs_lambda_max"),
+                   "Each method's best learning rate against its λ_max (log-log), with the lines lr = 1/λ_max and "
+                   f"lr = 2/λ_max (the stability bound of gradient descent on a quadratic); lr·λ_max ranges from "
+                   f"{min(prods):.3g} to {max(prods):.3g}.")]
+
+
+def all_figures(data: SweepData, out_dir: Path, zoom_steps: int | None = None) -> list[Figure]:
+    figs = lr_curves(data, out_dir)
+    figs += training_curves(data, out_dir, zoom_steps)
+    figs += loraplus_heatmaps(data, out_dir)
+    figs += sensitivity(data, out_dir)
+    figs += lr_vs_lambda(data, out_dir)
+    return figs
+

@@ -1,0 +1,237 @@
+"""The report's prose: a few sentences computed from the sweep, each stating numbers that are in its tables."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from statistics import mean
+from typing import Any
+
+from .data import (BAD, SENSITIVITY_AXES, SweepData, bad_trials, explored, final, fmt_value, group_label,
+                   lambda_max, per_method_best)
+
+
+def pts(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def lr(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def ratio(x: float) -> str:
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+
+
+def names(xs: list[str]) -> str:
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def _trials(data: SweepData) -> str:
+    counts = Counter(r["status"] for r in data.rows)
+    order = ["ok", "diverged", "oom", "failed", "running", "pending"]
+    parts = [f"{counts[s]} {s}" for s in order if counts.get(s)] + [
+        f"{v} {k}" for k, v in counts.items() if k not in order]
+    s = (f"{len(data.rows)} trials ({data.strategy or 'unknown'} search) of {len(data.methods)} method"
+         f"{'s' if len(data.methods) != 1 else ''}: {', '.join(parts)}.")
+    left = counts.get("pending", 0) + counts.get("running", 0)
+    if left:
+        s += f" The sweep is not finished; this report covers the {len(data.finished)} finished trials."
+    return s
+
+
+def _peaks(best: list[dict[str, Any]]) -> list[str]:
+    top = best[0]
+    if len(best) == 1:
+        return [f"{group_label(top['group'])} peaks at {pts(top['accuracy']['mean'])}% accuracy "
+                f"(macro-F1 {pts(top['macro_f1']['mean'])}%) at learning rate {lr(top['best_lr'])}."]
+    low = best[-1]
+    spread = top["accuracy"]["mean"] - low["accuracy"]["mean"]
+    tied = [t["method"] for t in best if t["accuracy"]["mean"] == top["accuracy"]["mean"]]
+    if len(tied) == len(best):
+        lead = (f"{names(tied)} {'both' if len(tied) == 2 else 'all'} peak at {pts(top['accuracy']['mean'])}% dev "
+                f"accuracy, so the methods' peaks span {pts(spread)} accuracy points.")
+    else:
+        lead = ((f"{names(tied)} tie for the highest peak" if len(tied) > 1 else f"{top['method']} peaks highest")
+                + f": {pts(top['accuracy']['mean'])}% dev accuracy at learning rate {lr(top['best_lr'])}; the lowest "
+                f"peak is {low['method']}'s, {pts(low['accuracy']['mean'])}% at {lr(low['best_lr'])}, so the methods' "
+                f"peaks span {pts(spread)} accuracy points.")
+    out = [lead,
+           "Peak accuracy by method: " + ", ".join(f"{t['method']} {pts(t['accuracy']['mean'])}" for t in best)
+           + "."]
+    f1_top = max(best, key=lambda t: t["macro_f1"]["mean"])
+    f1_spread = f1_top["macro_f1"]["mean"] - min(t["macro_f1"]["mean"] for t in best)
+    same = f1_top["method"] == top["method"]
+    out.append(f"By macro-F1 {'the same method leads' if same else f1_top['method'] + ' leads instead'} "
+               f"({pts(f1_top['macro_f1']['mean'])}%), and the peaks span {pts(f1_spread)} points.")
+    if len(best) >= 2:
+        second = best[1]
+        gap = top["accuracy"]["mean"] - second["accuracy"]["mean"]
+        stds = [top["accuracy"]["std"], second["accuracy"]["std"]]
+        if max(t["seeds"] for t in best[:2]) > 1 and gap > 0:
+            verdict = "larger" if gap > sum(stds) else "smaller"
+            out.append(f"The gap between the first two ({pts(gap)} points) is {verdict} than the sum of their std "
+                       f"over seeds ({pts(sum(stds))} points).")
+    return out
+
+
+def _rates(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+    out = []
+    by_m = {t["method"]: t for t in best}
+    ref = "lora" if "lora" in by_m else best[0]["method"]
+    r0 = by_m[ref]["best_lr"]
+    smaller, larger, same = defaultdict(list), defaultdict(list), []
+    for t in best:
+        if t["method"] == ref:
+            continue
+        q = t["best_lr"] / r0
+        if math.isclose(q, 1.0, rel_tol=1e-9):
+            same.append(t["method"])
+        else:
+            (smaller if q < 1 else larger)[ratio(q)].append(t["method"])
+    parts = []
+    for group, word in ((smaller, "smaller"), (larger, "larger")):
+        for q, ms in sorted(group.items(), key=lambda kv: float(kv[0])):
+            parts.append(f"{names(ms)} peak{'s' if len(ms) == 1 else ''} at a {word} rate, ×{q} "
+                         f"({lr(by_m[ms[0]]['best_lr'])})")
+    if same:
+        parts.append(f"{names(same)} at the same rate")
+    if parts:
+        out.append(f"Relative to {ref}'s best learning rate ({lr(r0)}): " + "; ".join(parts) + ".")
+    edge_lo, edge_hi = [], []
+    for t in best:
+        lrs = sorted({r["lr"] for r in data.group_rows(t["group"])})
+        if len(lrs) >= 3 and t["best_lr"] == lrs[0]:
+            edge_lo.append(t["method"])
+        elif len(lrs) >= 3 and t["best_lr"] == lrs[-1]:
+            edge_hi.append(t["method"])
+    for ms, side, where in ((edge_lo, "smallest", "below"), (edge_hi, "largest", "above")):
+        if ms:
+            its = "its" if len(ms) == 1 else "their"
+            out.append(f"The best rate of {names(ms)} is the {side} one explored, so {its} optimum may lie {where} "
+                       "the grid.")
+    return out
+
+
+def _failures(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+    bad = bad_trials(data)
+    if not bad:
+        return [f"No trial diverged, ran out of memory or failed ({len(data.finished)} finished)."]
+    out = []
+    by_status: dict[str, dict[float, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for r in bad:
+        by_status[r["status"]][r["lr"]].append(r["method"])
+    parts = []
+    for status in BAD:
+        if status not in by_status:
+            continue
+        at = by_status[status]
+        n = sum(len(v) for v in at.values())
+        where = "; ".join(f"at {lr(x)} ({names(sorted(set(ms), key=data.methods.index))})"
+                          for x, ms in sorted(at.items()))
+        parts.append(f"{n} {status} {where}")
+    out.append(f"Of {len(data.finished)} finished trials, " + "; ".join(parts) + ".")
+    gaps = []
+    for t in best:
+        div = [r["lr"] for r in data.method_rows(t["method"]) if r["status"] == "diverged" and r["lr"] > t["best_lr"]]
+        if div:
+            gaps.append(f"{t['method']} ×{ratio(min(div) / t['best_lr'])}")
+    if gaps:
+        out.append("The smallest diverging rate above each method's best rate, as a multiple of it: "
+                   + ", ".join(gaps) + ".")
+    return out
+
+
+def _cost(best: list[dict[str, Any]]) -> list[str]:
+    out = []
+    timed = [t for t in best if t["train_seconds"] is not None]
+    if len(timed) >= 2:
+        fast, slow = min(timed, key=lambda t: t["train_seconds"]), max(timed, key=lambda t: t["train_seconds"])
+        if f"{fast['train_seconds']:.1f}" == f"{slow['train_seconds']:.1f}":
+            out.append(f"Training time at the best setting is {fast['train_seconds']:.1f} s for every method.")
+        else:
+            out.append(f"Training time at the best setting ranges from {fast['train_seconds']:.1f} s "
+                       f"({fast['method']}) to {slow['train_seconds']:.1f} s ({slow['method']}), "
+                       f"×{slow['train_seconds'] / fast['train_seconds']:.2g}.")
+    mem = [t for t in best if t["peak_memory_mb"] is not None]
+    if len(mem) >= 2:
+        lo, hi = min(mem, key=lambda t: t["peak_memory_mb"]), max(mem, key=lambda t: t["peak_memory_mb"])
+        kinds = sorted({t["memory_kind"] for t in mem})
+        if f"{lo['peak_memory_mb']:.0f}" == f"{hi['peak_memory_mb']:.0f}":
+            out.append(f"Peak memory ({', '.join(kinds)}) is {lo['peak_memory_mb']:.0f} MB for every method.")
+        else:
+            out.append(f"Peak memory ({', '.join(kinds)}) ranges from {lo['peak_memory_mb']:.0f} MB ({lo['method']}) "
+                       f"to {hi['peak_memory_mb']:.0f} MB ({hi['method']}).")
+    params = {t["method"]: t["trainable_params"] for t in best if t["trainable_params"]}
+    if len(set(params.values())) == 1 and len(params) > 1:
+        out.append(f"Every method trains the same number of parameters, {next(iter(params.values())):,}.")
+    elif params:
+        out.append("Trainable parameters: " + ", ".join(f"{m} {p:,}" for m, p in params.items()) + ".")
+    return out
+
+
+def _seeds(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+    seeds = sorted({r["seed"] for r in data.rows})
+    if len(seeds) == 1:
+        return [f"Every setting ran with one seed ({seeds[0]}): no spread over seeds is measured."]
+    stds = [t["accuracy"]["std"] for t in best]
+    return [f"Over {len(seeds)} seeds, the std of accuracy at the best settings ranges from {pts(min(stds))} to "
+            f"{pts(max(stds))} points (mean {pts(mean(stds))})."]
+
+
+def _lambda(best: list[dict[str, Any]]) -> list[str]:
+    with_lam = [(t, lambda_max(t)) for t in best if lambda_max(t) is not None]
+    if not with_lam:
+        return []
+    prods = ", ".join(f"{t['method']} {t['best_lr'] * lam:.3g}" for t, lam in with_lam)
+    below = [t["method"] for t, lam in with_lam if t["best_lr"] * lam < 2]
+    return [f"best lr × λ_max: {prods} ({len(below)} of {len(with_lam)} below the stability bound 2)."]
+
+
+def _sensitivity(data: SweepData) -> list[str]:
+    out = []
+    for axis in SENSITIVITY_AXES:
+        for m in data.methods:
+            ts = [t for t in data.best["table"] if t["method"] == m and axis in t["group"]]
+            vals = {t["group"][axis] for t in ts}
+            if len(vals) < 2:
+                continue
+            lo = min(ts, key=lambda t: t["accuracy"]["mean"])
+            hi = max(ts, key=lambda t: t["accuracy"]["mean"])
+            out.append(f"{m}: across {axis} {', '.join(fmt_value(v) for v in sorted(vals))}, the best accuracy ranges "
+                       f"from {pts(lo['accuracy']['mean'])}% ({group_label(lo['group'])}) to "
+                       f"{pts(hi['accuracy']['mean'])}% ({group_label(hi['group'])}).")
+    return out
+
+
+def _loraplus_grid(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for t in best:
+        rows = [r for r in data.group_rows(t["group"]) if "lr_b" in r["axes"] and final(r) is not None]
+        if not rows:
+            continue
+        cells: dict[tuple[float, float], list[float]] = defaultdict(list)
+        for r in rows:
+            cells[(r["lr"], r["axes"]["lr_b"])].append(final(r))  # type: ignore[arg-type]
+        (a, b), accs = max(cells.items(), key=lambda kv: mean(kv[1]))
+        n = len(cells)
+        out.append(f"{t['method']} ran the η_A × η_B grid ({n} pairs): its best pair is η_A = {lr(a)}, "
+                   f"η_B = {lr(b)} (ratio {b / a:.3g}) at {pts(mean(accs))}%.")
+    return out
+
+
+def summarize(data: SweepData) -> list[str]:
+    """The summary as a list of sentences (one bullet each), every number taken from ``data``."""
+    everyone = per_method_best(data)
+    best = [t for t in everyone if any(final(r) is not None for r in data.group_rows(t["group"]))]
+    none_ok = [t["method"] for t in everyone if t not in best]
+    out = [_trials(data)]
+    if none_ok:
+        out.append(f"No trial of {names(none_ok)} finished ok, so {'it is' if len(none_ok) == 1 else 'they are'} "
+                   "left out of the comparisons below.")
+    if best:
+        out += [*_peaks(best), *_rates(data, best)]
+    out += _failures(data, best)
+    if best:
+        out += [*_cost(best), *_seeds(data, best), *_lambda(best), *_sensitivity(data), *_loraplus_grid(data, best)]
+    return out

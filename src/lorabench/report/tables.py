@@ -1,0 +1,237 @@
+"""The report's tables, each written as CSV (raw numbers, full precision) and LaTeX (booktabs)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_write_text
+from .data import BAD, SweepData, explored, fmt_value, group_label, lambda_max, lr_points, per_method_best, setting
+
+MEMORY_KINDS = {"cpu_peak_rss": "CPU peak resident set size of the trial's process, loading included",
+                "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated from the first step"}
+
+
+@dataclass
+class Table:
+    name: str  # file stem under tables/
+    caption: str
+    columns: list[str]  # display headers
+    rows: list[list[str]]  # display cells
+    csv_columns: list[str]
+    csv_rows: list[list[Any]]
+    align: str = ""  # LaTeX column spec; default l then r
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to set in bold
+    tex: bool = True
+
+    def aligns(self) -> str:
+        return self.align or "l" + "r" * (len(self.columns) - 1)
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def pm(ms: dict[str, float], seeds: int) -> str:
+    """Percent, mean ± std over seeds; the mean alone for a single seed (its std is not measured)."""
+    return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if seeds > 1 else "")
+
+
+def lr_str(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def statuses_str(st: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in st.items())
+
+
+def comparison(data: SweepData) -> Table:
+    best = per_method_best(data)
+    has_setting = any(setting(t["group"]) for t in best)
+    has_lambda = any(lambda_max(t) is not None for t in best)
+    kinds = sorted({t["memory_kind"] for t in best if t["memory_kind"]})
+    cols = ["method"] + (["setting"] if has_setting else []) + [
+        "best lr", "accuracy (%)", "macro-F1 (%)", "seeds", "trainable params", "train time (s)",
+        "peak memory (MB)"] + (["memory kind"] if len(kinds) > 1 else []) + (["λ_max"] if has_lambda else [])
+    csv_cols = ["method", "setting", "best_lr", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+                "seeds", "trainable_params", "train_seconds", "peak_memory_mb", "memory_kind", "lambda_max", "trials"]
+    rows, raw = [], []
+    for t in best:
+        lam = lambda_max(t)
+        cells = [t["method"]] + ([setting(t["group"]) or "–"] if has_setting else []) + [
+            lr_str(t["best_lr"]), pm(t["accuracy"], t["seeds"]), pm(t["macro_f1"], t["seeds"]), str(t["seeds"]),
+            f"{t['trainable_params']:,}" if t["trainable_params"] else "–",
+            f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "–",
+            f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "–"]
+        cells += [t["memory_kind"] or "–"] if len(kinds) > 1 else []
+        cells += [f"{lam:.4g}" if lam is not None else "–"] if has_lambda else []
+        rows.append(cells)
+        raw.append([t["method"], json.dumps({k: v for k, v in t["group"].items() if k != "method"}, sort_keys=True),
+                    t["best_lr"], t["accuracy"]["mean"], t["accuracy"]["std"], t["macro_f1"]["mean"],
+                    t["macro_f1"]["std"], t["seeds"], t["trainable_params"], t["train_seconds"], t["peak_memory_mb"],
+                    t["memory_kind"], lam, t["trials"]])
+    bold = set()
+    for col, key in (("accuracy (%)", "accuracy"), ("macro-F1 (%)", "macro_f1")):
+        top = max(t[key]["mean"] for t in best)
+        bold |= {(i, cols.index(col)) for i, t in enumerate(best) if t[key]["mean"] == top}
+    seeds = sorted({t["seeds"] for t in best})
+    mem = "; ".join(MEMORY_KINDS.get(k, k) for k in kinds)
+    spread = "as mean ± std over the seeds" if max(seeds) > 1 else "of the single seed"
+    cap = (f"Each method at its best setting: dev accuracy and macro-F1 {spread} at the best learning rate"
+           f"{' (other axes: the setting column)' if has_setting else ''}; train time is the mean over those runs; "
+           f"peak memory the max ({mem or 'not measured'}).")
+    if has_lambda:
+        cap += (" λ_max: the largest eigenvalue of the training loss's Hessian, as the sweep recorded it "
+                "(hessian: true).")
+    align = "".join("l" if c in ("method", "setting", "memory kind") else "r" for c in cols)
+    return Table("comparison", cap, cols, rows, csv_cols, raw, align=align, bold=bold)
+
+
+def hyperparameters(data: SweepData) -> Table:
+    ex = [explored(data, m) for m in data.methods]
+    axes = sorted({k for e in ex for k in e["axes"]})
+    names = {"lr_b": "η_B"}
+    cols = ["method", "learning rates" + (" (η_A)" if "lr_b" in axes else "")] + [names.get(a, a) for a in axes] + [
+        "seeds", "strategy", "trials", "statuses"]
+    rows, raw = [], []
+    for e in ex:
+        lrs = e["lrs"]
+        lr_cell = (f"{lr_str(lrs[0])} … {lr_str(lrs[-1])} ({len(lrs)})" if len(lrs) > 2
+                   else ", ".join(map(lr_str, lrs)))
+        ax_cells = [", ".join(fmt_value(v) for v in e["axes"][a]) if a in e["axes"] else "–" for a in axes]
+        rows.append([e["method"], lr_cell, *ax_cells, ", ".join(map(str, e["seeds"])), data.strategy or "–",
+                     str(e["trials"]), statuses_str(e["statuses"])])
+        raw.append([e["method"], ";".join(repr(x) for x in lrs),
+                    *[";".join(repr(v) if isinstance(v, float) else str(v) for v in e["axes"].get(a, []))
+                      for a in axes],
+                    ";".join(map(str, e["seeds"])), data.strategy, e["trials"],
+                    ";".join(f"{k}={v}" for k, v in e["statuses"].items())])
+    cap = ("Hyperparameters explored per method: the learning rates (first … last (count), evenly spaced in log10 "
+           "when the sweep used a log grid), the other swept axes, the seeds, the search strategy, and the trials "
+           "by status.")
+    return Table("hyperparameters", cap, cols, rows, ["method", "learning_rates", *axes, "seeds", "strategy",
+                                                        "trials", "statuses"], raw, align="l" * len(cols))
+
+
+def accuracy_by_lr(data: SweepData) -> Table:
+    groups = [t for m in data.methods for t in data.best["table"] if t["method"] == m]
+    pts = {json.dumps(t["group"], sort_keys=True): {p["lr"]: p for p in lr_points(data.group_rows(t["group"]))}
+           for t in groups}
+    lrs = sorted({lr for g in pts.values() for lr in g})
+    labels = [group_label(t["group"]) for t in groups]
+    rows, raw, bold = [], [], set()
+    for i, lr in enumerate(lrs):
+        cells, rcells = [lr_str(lr)], [lr]
+        for j, t in enumerate(groups):
+            p = pts[json.dumps(t["group"], sort_keys=True)].get(lr)
+            if p is None:
+                cells.append("–")
+                rcells.append(None)
+            elif p["accuracy"] is None:
+                cells.append(next((s for s in BAD if p["statuses"].get(s)), "–"))
+                rcells.append(None)
+            else:
+                cells.append(pct(p["accuracy"]) + ("†" if p["bad"] else ""))
+                rcells.append(p["accuracy"])
+                if lr == t["best_lr"]:
+                    bold.add((i, j + 1))
+        rows.append(cells)
+        raw.append(rcells)
+    cap = ("Dev accuracy (%) at every learning rate, mean over the seeds that finished; diverged/failed: no seed "
+           "finished; † some seeds did not; bold: the rate that best() selects (failed seeds count as 0 there).")
+    if any(p["lr_b"] is not None for g in pts.values() for p in g.values()):
+        cap += " For the LoRA+ η_A × η_B grid the rate is η_A and the cell the best over η_B."
+    return Table("accuracy_by_lr", cap, ["learning rate", *labels], rows, ["lr", *labels], raw, bold=bold)
+
+
+def trials(data: SweepData) -> Table:
+    cols = ["key", "method", "group", "lr", "lr_b", "seed", "status", "accuracy", "macro_f1", "steps_done",
+            "train_seconds", "peak_memory_mb", "memory_kind", "trainable_params"]
+    raw = []
+    for r in data.rows:
+        res = r["result"] or {}
+        fin = res.get("final") or {}
+        raw.append([r["key"], r["method"], r["grp"], r["lr"], r["axes"].get("lr_b"), r["seed"], r["status"],
+                    fin.get("accuracy"), fin.get("macro_f1"), res.get("steps_done"), res.get("train_seconds"),
+                    res.get("peak_memory_mb"), res.get("memory_kind"), res.get("trainable_params")])
+    return Table("trials", "Every trial of the sweep.", cols, [], cols, raw, tex=False)
+
+
+def setup(rows: list[tuple[str, str]]) -> Table:
+    return Table("setup", "Settings shared by every trial (swept: varies between trials).", ["setting", "value"],
+                 [[k, v] for k, v in rows], ["setting", "value"], [[k, v] for k, v in rows], align="ll")
+
+
+def provenance(rows: list[tuple[str, str]]) -> Table:
+    return Table("provenance", "Provenance recorded by the finished trials (several values: they differ between "
+                 "trials).", ["item", "value"], [[k, v] for k, v in rows], ["item", "value"],
+                 [[k, v] for k, v in rows], align="ll", tex=False)
+
+
+# --- writers --------------------------------------------------------------------------------------------
+
+def to_csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(t.csv_columns)
+    w.writerows([["" if v is None else v for v in r] for r in t.csv_rows])
+    return buf.getvalue()
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_TOKENS = {"η_A": r"$\eta_A$", "η_B": r"$\eta_B$", "λ_max": r"$\lambda_{\max}$", "±": r"$\pm$",
+               "×": r"$\times$", "†": r"\textsuperscript{\dag}", "…": r"\ldots{}", "–": "--", "λ": r"$\lambda$",
+               "η": r"$\eta$"}
+_TOKEN_RE = re.compile("|".join(re.escape(k) for k in sorted(_TEX_TOKENS, key=len, reverse=True)))
+
+
+def tex_escape(s: str) -> str:
+    out, pos = [], 0
+    for m in _TOKEN_RE.finditer(s):
+        out.append("".join(_TEX_SPECIAL.get(c, c) for c in s[pos:m.start()]))
+        out.append(_TEX_TOKENS[m.group()])
+        pos = m.end()
+    out.append("".join(_TEX_SPECIAL.get(c, c) for c in s[pos:]))
+    return "".join(out)
+
+
+def to_latex(t: Table) -> str:
+    align = t.aligns()
+
+    def cell(i: int, j: int, v: str) -> str:
+        v = tex_escape(v).replace(",", "{,}") if re.fullmatch(r"[\d,]+", v) else tex_escape(v)
+        return rf"\textbf{{{v}}}" if (i, j) in t.bold else v
+
+    lines = [r"% generated by lorabench report; needs \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{tex_escape(t.caption)}}}", rf"\label{{tab:{t.name.replace('_', '-')}}}",
+             rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(tex_escape(c) for c in t.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(i, j, v) for j, v in enumerate(r)) + r" \\" for i, r in enumerate(t.rows)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically, and readable by others like the figures beside it (a report is meant to be shared)."""
+    atomic_write_text(path, text)
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o666 & ~mask)
+
+
+def write(t: Table, out_dir: Path) -> list[Path]:
+    folder = out_dir / "tables"
+    paths = [folder / f"{t.name}.csv"]
+    write_text(paths[0], to_csv(t))
+    if t.tex:
+        paths.append(folder / f"{t.name}.tex")
+        write_text(paths[1], to_latex(t))
+    return paths
