@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from lorabench.data import Example, Prompt, label_token_ids, read_tsv, subset, train_order
 from lorabench.errors import ConfigError, DataError, ModelError
@@ -45,6 +46,23 @@ def test_train_order_depends_on_seed_not_on_anything_else():
     assert a == b and first(4) != a
     # one epoch covers each example exactly once
     assert sorted(sum(a[:5], [])) == list(range(50))
+
+
+def test_length_grouping_cuts_padding_and_keeps_epochs_whole():
+    rng = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 60, (2000,), generator=rng).tolist()
+    epoch = lambda seed, lens: [next(o) for o in [train_order(2000, 16, seed, lens)] for _ in range(125)]  # noqa: E731
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches) / sum(lengths)
+
+    grouped, plain = epoch(0, lengths), epoch(0, None)
+    assert sorted(sum(grouped, [])) == list(range(2000)) and grouped == epoch(0, lengths) != epoch(1, lengths)
+    assert padding(grouped) < 0.05 < 0.5 < padding(plain)
+    assert {len(set(sum(grouped[:k], []))) for k in (1, 10)} == {16, 160}
+    # batch order is shuffled, not longest first
+    firsts = [max(lengths[i] for i in b) for b in grouped[:20]]
+    assert firsts != sorted(firsts, reverse=True)
 
 
 def test_prompt_and_label_tokens():

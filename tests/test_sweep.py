@@ -184,3 +184,29 @@ def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
     (row,) = best(open_store(tmp_path / "S"))["table"]
     assert row["seeds"] == 1 and len(row["curve"]) == 2
     assert sorted(c["lr_b"] for c in row["curve"]) == [1e-3, 1e-2]
+
+
+def test_fused_sweep_equals_the_unfused_one(tmp_path, glue_dir):
+    from lorabench.sweep.runner import fused_tasks
+
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2], "seeds": [0, 1]}))
+    assert run_sweep(s, tmp_path / "one", fuse=1, progress=False) == {"ok": 4}
+    assert run_sweep(s, tmp_path / "three", fuse=3, progress=False) == {"ok": 4}
+
+    def trials(folder):
+        return {r["key"]: r["result"] for r in open_store(folder).rows()}
+
+    one, three = trials(tmp_path / "one"), trials(tmp_path / "three")
+    assert one.keys() == three.keys()
+    assert sorted(r["fused"] for r in one.values()) == [1, 1, 1, 1]
+    assert sorted(r["fused"] for r in three.values()) == [1, 3, 3, 3]
+    for k in one:
+        assert one[k]["final"] == three[k]["final"] and one[k]["tokens_seen"] == three[k]["tokens_seen"]
+        losses = [[json.loads(x)["loss"] for x in (tmp_path / f / "trials" / k / "metrics.jsonl").read_text().splitlines()]
+                  for f in ("one", "three")]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    # grouping: compatible trials in chunks of K, an incompatible one (dropout) alone
+    rows = open_store(tmp_path / "one").rows()
+    odd = {**rows[0], "key": "x", "config": {**rows[0]["config"], "dropout": 0.1}}
+    tasks = fused_tasks(rows + [odd], 3)
+    assert sorted(len(t) for t in tasks) == [1, 1, 3] and ["x"] in tasks

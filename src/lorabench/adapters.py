@@ -87,6 +87,28 @@ def adapt(model: nn.Module, method: str, *, rank: int, alpha: float,
     return peft_model
 
 
+def silence_base_dropout(model: nn.Module) -> int:
+    """Set every dropout of the frozen base to p = 0 (the adapter's own dropout is kept); returns how many.
+
+    The base is frozen, so its dropout only adds noise common to every method; without it a run is a
+    deterministic function of its seed, which fused training relies on. Covers ``nn.Dropout`` modules
+    and the float ``attention_dropout`` of attention modules that pass it to their kernel.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    adapter_owned = {id(m) for t in model.modules() if isinstance(t, BaseTunerLayer)
+                     for name, m in t.named_modules() if name and not name.startswith("base_layer")}
+    count = 0
+    for mod in model.modules():
+        if isinstance(mod, nn.Dropout) and id(mod) not in adapter_owned and mod.p > 0:
+            mod.p = 0.0
+            count += 1
+        if isinstance(getattr(mod, "attention_dropout", None), float) and mod.attention_dropout > 0:
+            mod.attention_dropout = 0.0
+            count += 1
+    return count
+
+
 def build_optimizer(model: nn.Module, method: str, *, lr: float, weight_decay: float = 0.0,
                     **options: Any) -> torch.optim.Optimizer:
     """AdamW over ``model``'s trainable parameters, grouped as ``method`` requires (e.g. LoRA+'s η_B)."""

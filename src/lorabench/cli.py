@@ -86,15 +86,21 @@ def sweep(
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local instance).")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store URL (default: sqlite in the sweep folder), "
                                                  "e.g. postgresql://host/db to share a sweep between machines.")] = None,
+    fuse: Annotated[str, typer.Option("--fuse", help="Train up to K compatible trials (same config but lr, seed "
+                                      "and method options) in one fused forward/backward: an integer "
+                                      "(1: off) or auto (as many as fit in half the free memory, at most 16).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run a sweep, or resume it: finished trials are kept, interrupted ones rerun."""
-    from .errors import LorabenchError
+    from .errors import ConfigError, LorabenchError
     from .sweep import load_sweep, run_sweep
 
     try:
+        if fuse != "auto" and not (fuse.isdigit() and int(fuse) >= 1):
+            raise ConfigError(f"--fuse: expected a positive integer or auto (got {fuse!r})")
         counts = run_sweep(load_sweep(config), out, workers=workers, executor=executor, strategy=strategy,
-                           address=address, store_url=store, progress=not quiet)
+                           address=address, store_url=store, fuse=None if fuse == "auto" else int(fuse),
+                           progress=not quiet)
     except LorabenchError as e:
         _fail(str(e))
     typer.echo("trials: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -177,8 +183,8 @@ def hessian(
     whole: Annotated[Optional[bool], typer.Option("--whole/--no-whole", help="Also the whole adapter "
                                                   "(default: yes).")] = None,
     tol: Annotated[Optional[float], typer.Option("--tol", help="Relative tolerance (default 1e-3).")] = None,
-    maxiter: Annotated[Optional[int], typer.Option("--maxiter", help="Most HVPs per eigenvalue "
-                                                   "(default 300).")] = None,
+    maxiter: Annotated[Optional[int], typer.Option("--maxiter", help="Most HVPs per block "
+                                                   "(default 200).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """λ_max and λ_min of the training loss's Hessian w.r.t. the adapter at init, per block and whole."""

@@ -60,7 +60,8 @@ class RunConfig(BaseModel):
     rank: PositiveInt = 8
     alpha: float = Field(16.0, gt=0)
     target_modules: str | list[str] = "all-linear"
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="the adapter's dropout (PEFT's lora_dropout)")
+    base_dropout: bool = Field(False, description="keep the frozen base model's own dropout in training")
     lr: float = Field(4e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "linear", "cosine"] = "linear"
@@ -68,6 +69,7 @@ class RunConfig(BaseModel):
     steps: PositiveInt = 300
     batch_size: PositiveInt = 16
     grad_accum: PositiveInt = 1
+    length_grouping: bool = Field(True, description="batches of similar-length examples (less padding)")
     max_grad_norm: float | None = Field(1.0, gt=0)
     eval_every: PositiveInt = 50
     eval_batch_size: PositiveInt = 64

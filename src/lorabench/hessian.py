@@ -1,8 +1,8 @@
 """The extreme eigenvalues of the training loss's Hessian with respect to the adapter, at initialisation.
 
 Objective. θ are the adapter's trainable parameters right after ``prepare`` (the run's data, model,
-seed and init). On the first ``samples`` examples of the run's first epoch (the order training
-uses at that seed), split into batches B_k,
+seed and init). On the first ``samples`` examples of the seed's first-epoch permutation (the
+examples that training's first epoch draws its batches from), split into batches B_k,
 
     L(θ) = Σ_k loss_sum(B_k; θ) / Σ_k loss_tokens(B_k)
 
@@ -25,25 +25,24 @@ rounding.
 
 Eigensolver. At init H is indefinite (for LoRA, B = 0 makes ∂²L/∂A² = 0 and the A–B cross block
 gives eigenvalues of both signs), so power iteration, which finds the largest |λ|, is not used.
-``scipy.sparse.linalg.eigsh`` (ARPACK's implicitly restarted Lanczos) runs on a ``LinearOperator``
-whose matvec is one HVP: ``which="LA"`` gives λ_max, ``which="SA"`` λ_min, each from the same
-seeded start vector. ARPACK stops when the Ritz pair (λ, x) has ‖Hx − λx‖ ≤ tol·|λ|, which bounds
-the eigenvalue's error by tol·|λ| (and typically by (tol·λ)²/gap). A solve that reaches ``maxiter``
-HVPs stops there and reports its best estimate with ``converged: false``. Blocks of at most
-``DENSE_MAX`` parameters are solved exactly from the dense H built column by column from HVPs.
+:func:`lanczos` (Lanczos with full re-orthogonalisation, one HVP per step) gives λ_max and λ_min from
+the same Krylov space and stops each end when its exact residual bound β_j|s_i[j]| is ≤ tol·|λ|.
+Unlike a restarted solver (ARPACK) it throws no Krylov vector away and needs no HVP to check a
+residual; the basis costs 8·n bytes per step. Blocks of at most ``DENSE_MAX`` parameters are solved
+exactly from the dense H built column by column from HVPs.
 
-History. After each HVP, the Rayleigh–Ritz estimate on the span S of every vector H has been
-applied to so far (the extreme eigenvalue of QᵀHQ for an orthonormal basis Q of S, updated in
-O(n·m) per product from the stored HQ) records how the estimate converged: ``history`` holds one
-``[hvp, ritz]`` pair per product. The final ``residual`` ‖Hx − λx‖ (‖x‖ = 1) costs one more HVP.
+Cost. Every product for a block differentiates the same gradient graph, so the graphs of all batches
+are built once and kept when they fit in memory (see :class:`Objective`): a product is then one
+backward pass.
 
 Defaults: 500 samples; blocks: the whole adapter plus one block, the first adapted module of the
 lowest layer (layer 0's ``query`` for MiniLM, ``self_attn.q_proj`` for Llama); tol 1e-3; at most
-300 HVPs per eigenvalue.
+200 HVPs per block.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -62,7 +61,6 @@ from .prepare import Prepared, prepare
 from .train import loss_sum, loss_tokens
 
 DENSE_MAX = 20  # blocks this small get the exact dense eigenvalues (n HVPs, no more than one Lanczos cycle)
-HISTORY_BYTES = 1 << 30  # memory for the history's basis; beyond it, history entries carry no estimate
 
 
 class HessianConfig(BaseModel):
@@ -73,12 +71,13 @@ class HessianConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     samples: PositiveInt = Field(500, description="training examples in the loss (the run's first ones)")
     batch_size: PositiveInt = Field(32, description="examples per forward pass")
-    tol: float = Field(1e-3, gt=0, lt=1, description="ARPACK's relative tolerance: ‖Hx − λx‖ ≤ tol·|λ|")
-    maxiter: PositiveInt = Field(300, description="most HVPs per eigenvalue")
-    ncv: int | None = Field(None, ge=3, description="Lanczos vectors per restart (None: ARPACK's 20)")
+    tol: float = Field(1e-3, gt=0, lt=1, description="stop when ‖Hx − λx‖ ≤ tol·|λ| at both ends")
+    maxiter: PositiveInt = Field(200, description="most HVPs per block")
     layers: list[int] | None = Field(None, description="layer indices of the blocks")
     modules: list[str] | None = Field(None, description="module names (leaf or path within the layer)")
     whole: bool = Field(True, description="also measure the whole adapter")
+    cache: bool | None = Field(None, description="keep each block's gradient graphs between products "
+                               "(None: when they fit in half the free memory)")
 
 
 def hessian_config(raw: dict[str, Any] | None, source: str = "hessian") -> HessianConfig:
@@ -179,36 +178,86 @@ def hessian_batches(p: Prepared, samples: int, batch_size: int) -> list[dict[str
 
 
 class Objective:
-    """L(θ) = Σ_k loss_sum(B_k) / Σ_k loss_tokens(B_k) over fixed batches, and its Hessian-vector products."""
+    """L(θ) = Σ_k loss_sum(B_k) / Σ_k loss_tokens(B_k) over fixed batches, and its Hessian-vector products.
 
-    def __init__(self, model: nn.Module, batches: list[dict[str, torch.Tensor]], head: str) -> None:
-        self.model, self.batches, self.head = model, batches, head
+    Every product for a block differentiates the same gradient graph ∇_b L (θ does not move), so
+    with ``cache`` the graphs of all batches are built once per block and kept, and each product is
+    one backward pass through them (no forward, no first-order backward). ``cache=None`` keeps them
+    while they take under half the memory that was free when caching began, else recomputes per product.
+    """
+
+    def __init__(self, model: nn.Module, batches: list[dict[str, torch.Tensor]], head: str,
+                 cache: bool | None = None) -> None:
+        self.model, self.batches, self.head, self.cache = model, batches, head, cache
         self.terms = sum(loss_tokens(b, head) for b in batches)
         self.calls = 0
+        self._key: tuple[int, ...] | None = None
+        self._graphs: list[tuple[torch.Tensor, ...]] | None = None
+        self.cached = False
 
     def loss(self) -> float:
         with torch.no_grad():
             return float(sum(loss_sum(self.model, b, self.head) for b in self.batches) / self.terms)
 
+    def _grad(self, b: dict[str, torch.Tensor], params: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+        s = loss_sum(self.model, b, self.head) / self.terms
+        return torch.autograd.grad(s, params, create_graph=True, allow_unused=True)
+
+    def _cached_graphs(self, params: list[torch.Tensor]) -> list[tuple[torch.Tensor | None, ...]] | None:
+        key = tuple(id(p) for p in params)
+        if self._key == key:
+            return self._graphs
+        self._key, self._graphs, self.cached = key, None, False  # free the previous block's graphs first
+        if self.cache is False:
+            return None
+        device = params[0].device
+        budget = _free_memory(device) / 2
+        start = _used_memory(device)
+        total = sum(b["input_ids"].numel() for b in self.batches)
+        graphs, done = [], 0
+        for b in self.batches:
+            graphs.append(self._grad(b, params))
+            done += b["input_ids"].numel()
+            if self.cache is None and (_used_memory(device) - start) / done * total > budget:
+                return None  # would not fit: recompute per product
+        self._graphs, self.cached = graphs, True
+        return graphs
+
     def hvp(self, params: list[torch.Tensor], vec: list[torch.Tensor]) -> list[torch.Tensor]:
         """H v for the block ``params`` (v given per parameter), by double backward, batch by batch."""
         self.calls += 1
+        graphs = self._cached_graphs(params)
         out = [torch.zeros_like(p) for p in params]
-        for b in self.batches:
-            s = loss_sum(self.model, b, self.head) / self.terms
-            grads = torch.autograd.grad(s, params, create_graph=True, allow_unused=True)
+        for k, b in enumerate(self.batches):
+            grads = graphs[k] if graphs is not None else self._grad(b, params)
             dot = sum((g * v).sum() for g, v in zip(grads, vec) if g is not None)
             if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
                 continue  # the gradient does not depend on θ_b here: this batch adds nothing
-            hv = torch.autograd.grad(dot, params, allow_unused=True)
+            hv = torch.autograd.grad(dot, params, allow_unused=True, retain_graph=graphs is not None)
             for o, h in zip(out, hv):
                 if h is not None:
                     o += h
         return out
 
 
+def _free_memory(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
+def _used_memory(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    import psutil
+
+    return float(psutil.Process().memory_info().rss)
+
+
 class BlockOperator:
-    """H_b as a map of flat float64 numpy vectors (for ARPACK), through the objective's float32 HVPs."""
+    """H_b as a map of flat float64 numpy vectors (for the eigensolver), through the objective's float32 HVPs."""
 
     def __init__(self, objective: Objective, block: Block) -> None:
         self.objective = objective
@@ -231,112 +280,71 @@ class BlockOperator:
         return self._dense
 
 
-class RitzTracker:
-    """Rayleigh–Ritz on the span of every vector H was applied to: T = QᵀHQ, grown by one column per product.
+def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """λ_max and λ_min of the symmetric operator ``op`` from one Krylov space; returns (max, min) records.
 
-    With v = Qc + r·q (q ⟂ Q, ‖q‖ = 1) and w = Hv:  Hq = (w − HQ·c)/r,  T's new column Qᵀ Hq, corner qᵀHq.
-    A v with r < ``min_r``·‖v‖ adds nothing (it lies in the span, and dividing by r would amplify the
-    HVP's float32 rounding). Q and HQ (float64) take at most ``budget_bytes``; past that the span stops growing.
+    Lanczos with full re-orthogonalisation: q₁ = v₀/‖v₀‖, and per product w = H q_j − α_j q_j − β_{j−1} q_{j−1}
+    (α_j = q_jᵀ H q_j), projected off every earlier q twice, β_j = ‖w‖, q_{j+1} = w/β_j. The Ritz values θ_i
+    of the tridiagonal T_j = tridiag(β, α, β) approximate H's extreme eigenvalues, and with Ritz vector
+    y_i = Q_j s_i the residual is exactly ‖H y_i − θ_i y_i‖ = β_j |s_i[j]| (no extra product). Each end
+    stops when that bound is ≤ ``tol``·|θ|, which bounds its eigenvalue's error by the same amount (and
+    typically by bound²/gap); both ends come from the same products, so λ_min costs nothing once λ_max
+    is found. The run ends when both have converged, when the Krylov space is invariant (β ≈ 0: T's
+    values are exact), or after ``maxiter`` products (``converged: false``, best estimate kept).
+    ``history`` holds one ``[hvp, θ]`` pair per product for each end.
     """
-
-    min_r = 1e-2
-
-    def __init__(self, n: int, budget_bytes: int = HISTORY_BYTES) -> None:
-        self.n, self.max_cols = n, max(0, budget_bytes // (16 * n))
-        cols = min(32, self.max_cols)
-        self.Q, self.HQ = np.empty((n, cols)), np.empty((n, cols))
-        self.T = np.zeros((0, 0))
-        self.m = 0
-
-    def add(self, v: np.ndarray, w: np.ndarray) -> None:
-        if self.m >= self.max_cols:
-            return
-        Q, HQ = self.Q[:, : self.m], self.HQ[:, : self.m]
-        c = Q.T @ v
-        u = v - Q @ c
-        c2 = Q.T @ u  # classical Gram–Schmidt, twice
-        u -= Q @ c2
-        c += c2
-        r = float(np.linalg.norm(u))
-        if r < self.min_r * float(np.linalg.norm(v)):
-            return
-        q = u / r
-        hq = (w - HQ @ c) / r
-        t = Q.T @ hq
-        T = np.zeros((self.m + 1, self.m + 1))
-        T[: self.m, : self.m], T[: self.m, self.m], T[self.m, : self.m] = self.T, t, t
-        T[self.m, self.m] = float(q @ hq)
-        if self.m == self.Q.shape[1]:
-            cols = min(2 * self.m, self.max_cols)
-            for name in ("Q", "HQ"):
-                grown = np.empty((self.n, cols))
-                grown[:, : self.m] = getattr(self, name)[:, : self.m]
-                setattr(self, name, grown)
-        self.Q[:, self.m], self.HQ[:, self.m] = q, hq
-        self.T, self.m = T, self.m + 1
-
-    def value(self, which: str) -> float | None:
-        """The extreme Ritz value: ``LA`` the largest, ``SA`` the smallest."""
-        if self.m == 0:
-            return None
-        vals = np.linalg.eigvalsh(self.T)
-        return float(vals[-1] if which == "LA" else vals[0])
-
-    def pair(self, which: str) -> tuple[float, np.ndarray] | None:
-        """The extreme Ritz value and its Ritz vector."""
-        if self.m == 0:
-            return None
-        vals, vecs = np.linalg.eigh(self.T)
-        i = -1 if which == "LA" else 0
-        return float(vals[i]), self.Q[:, : self.m] @ vecs[:, i]
-
-
-class _Cap(Exception):
-    pass
-
-
-def extreme_eigenvalue(op: BlockOperator, which: str, *, tol: float, maxiter: int, ncv: int | None,
-                       seed: int = 0) -> dict[str, Any]:
-    """λ_max (``which="LA"``) or λ_min (``"SA"``) of the symmetric operator ``op`` by ARPACK's Lanczos."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+    from scipy.linalg import eigh_tridiagonal
 
     t0, start = time.perf_counter(), op.calls
     n = op.n
     if n <= DENSE_MAX:
         H = op.dense()
         vals, vecs = np.linalg.eigh((H + H.T) / 2)
-        i = -1 if which == "LA" else 0
-        lam, x = float(vals[i]), vecs[:, i]
-        res = float(np.linalg.norm(H @ x - lam * x))
-        return {"lambda": lam, "converged": True, "solver": "dense", "hvps": op.calls - start, "residual": res,
-                "history": [], "seconds": time.perf_counter() - t0}
-    tracker, history = RitzTracker(n), []
-
-    def matvec(x: np.ndarray) -> np.ndarray:
-        if op.calls - start >= maxiter:
-            raise _Cap
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        w = op(x)
-        tracker.add(x, w)
-        history.append([op.calls - start, tracker.value(which)])
-        return w
-
-    A = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(n)
-    converged = True
-    try:
-        vals, vecs = eigsh(A, k=1, which=which, tol=tol, maxiter=maxiter, ncv=min(ncv or 20, n - 1), v0=v0)
-        lam, x = float(vals[0]), vecs[:, 0]
-    except (_Cap, ArpackNoConvergence):
-        converged = False
-        lam, x = tracker.pair(which) or (float("nan"), None)
-    hvps = op.calls - start
-    residual = None
-    if x is not None:
-        x = x / np.linalg.norm(x)
-        residual = float(np.linalg.norm(op(x) - lam * x))
-    return {"lambda": lam, "converged": converged, "solver": "eigsh", "hvps": hvps, "residual": residual,
-            "history": history, "seconds": time.perf_counter() - t0}
+        ends = []
+        for i in (-1, 0):
+            res = float(np.linalg.norm(H @ vecs[:, i] - vals[i] * vecs[:, i]))
+            ends.append({"lambda": float(vals[i]), "converged": True, "solver": "dense", "hvps": op.calls - start,
+                         "residual": res, "history": [], "seconds": time.perf_counter() - t0})
+        return ends[0], ends[1]
+    steps = min(maxiter, n)
+    Q = np.empty((n, steps))
+    q = np.random.default_rng(seed).standard_normal(n)
+    Q[:, 0] = q / np.linalg.norm(q)
+    alpha: list[float] = []
+    beta: list[float] = []
+    hist_max: list[list[float]] = []
+    hist_min: list[list[float]] = []
+    done = {"max": False, "min": False}
+    bounds = {"max": math.inf, "min": math.inf}
+    theta = s = None
+    for j in range(steps):
+        w = op(Q[:, j])
+        alpha.append(float(Q[:, j] @ w))
+        basis = Q[:, : j + 1]
+        w -= basis @ (basis.T @ w)
+        w -= basis @ (basis.T @ w)  # twice is enough (Kahan–Parlett)
+        b = float(np.linalg.norm(w))
+        theta, s = eigh_tridiagonal(np.array(alpha), np.array(beta))
+        for end, i in (("max", -1), ("min", 0)):
+            bounds[end] = b * abs(s[-1, i])
+            done[end] = bounds[end] <= tol * abs(theta[i])
+        hist_max.append([j + 1, float(theta[-1])])
+        hist_min.append([j + 1, float(theta[0])])
+        invariant = b <= 1e-10 * max(abs(theta[0]), abs(theta[-1]), 1e-30)
+        if invariant:
+            done = {"max": True, "min": True}
+            bounds = {"max": 0.0, "min": 0.0}
+        if all(done.values()) or j + 1 == steps:
+            break
+        beta.append(b)
+        Q[:, j + 1] = w / b
+    hvps, seconds = op.calls - start, time.perf_counter() - t0
+    assert theta is not None
+    out = []
+    for end, i, hist in (("max", -1, hist_max), ("min", 0, hist_min)):
+        out.append({"lambda": float(theta[i]), "converged": bool(done[end]), "solver": "lanczos", "hvps": hvps,
+                    "residual": float(bounds[end]), "history": hist, "seconds": seconds})
+    return out[0], out[1]
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -351,7 +359,7 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
     model.eval()
     blocks = select_blocks(model, hcfg)
     batches = hessian_batches(p, hcfg.samples, hcfg.batch_size)
-    objective = Objective(model, batches, p.cfg.model.head)
+    objective = Objective(model, batches, p.cfg.model.head, cache=hcfg.cache)
     loss = objective.loss()
     samples = sum(len(b["labels"]) for b in batches)
     log(f"{p.cfg.method}: loss {loss:.4f} at init on {samples} examples ({objective.terms} loss terms), "
@@ -360,12 +368,11 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
     for block in blocks:
         t0 = time.perf_counter()
         op = BlockOperator(objective, block)
-        hi = extreme_eigenvalue(op, "LA", tol=hcfg.tol, maxiter=hcfg.maxiter, ncv=hcfg.ncv, seed=p.cfg.seed)
-        lo = extreme_eigenvalue(op, "SA", tol=hcfg.tol, maxiter=hcfg.maxiter, ncv=hcfg.ncv, seed=p.cfg.seed)
+        hi, lo = lanczos(op, tol=hcfg.tol, maxiter=hcfg.maxiter, seed=p.cfg.seed)
         row = {"block": block.name, "path": block.path, "layer": block.layer, "module": block.module,
                "params": block.size, "parameters": [n.removeprefix("base_model.model.") for n, _ in block.params],
                "lambda_max": hi["lambda"], "lambda_min": lo["lambda"], "max": hi, "min": lo,
-               "hvps": op.calls, "seconds": time.perf_counter() - t0}
+               "hvps": op.calls, "graphs_cached": objective.cached, "seconds": time.perf_counter() - t0}
         out.append(row)
         flag = "" if hi["converged"] and lo["converged"] else " (not converged)"
         log(f"  {block.name}: λ_max {hi['lambda']:.6g}, λ_min {lo['lambda']:.6g}{flag}, "

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import data as D
-from .adapters import adapt, build_optimizer, count_trainable
+from .adapters import adapt, build_optimizer, count_trainable, silence_base_dropout
 from .config import RunConfig
 from .errors import ConfigError
 from .models import load_model
@@ -52,6 +52,12 @@ def load_data(cfg: RunConfig) -> tuple[list[D.Example], list[D.Example], dict[st
     return train, dev, files
 
 
+def train_order(enc: D.Encoded, cfg: RunConfig) -> Iterator[list[int]]:
+    """The run's effective batches of training examples (length-grouped unless ``cfg.length_grouping`` is off)."""
+    lengths = [len(ids) for ids in enc.input_ids] if cfg.length_grouping else None
+    return D.train_order(len(enc), cfg.batch_size * cfg.grad_accum, cfg.seed, lengths)
+
+
 class Calibration:
     """Training batches for data-driven inits: the run's first examples, in the run's order, made on demand."""
 
@@ -60,7 +66,7 @@ class Calibration:
 
     def batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]:
         """``n`` examples in micro-batches of ``batch_size``."""
-        order = D.train_order(len(self.enc), self.cfg.batch_size * self.cfg.grad_accum, self.cfg.seed)
+        order = train_order(self.enc, self.cfg)
         seen = 0
         while seen < n:
             idx = next(order)[: n - seen]
@@ -90,6 +96,8 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
     torch.manual_seed(cfg.seed)  # adapter init depends on the run seed only
     model = adapt(model, cfg.method, rank=cfg.rank, alpha=cfg.alpha, target_modules=cfg.target_modules,
                   dropout=cfg.dropout, calibration=Calibration(train, cfg, tok.pad_token_id, device), **cfg.options())
+    if not cfg.base_dropout:
+        silence_base_dropout(model)
     optimizer = build_optimizer(model, cfg.method, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options())
     counts = {"train": D.label_counts(train_ex), "dev": D.label_counts(dev_ex)}
     return Prepared(cfg, model, tok, optimizer, train, dev, device, label_ids, files, count_trainable(model), counts)

@@ -1,4 +1,4 @@
-"""One run: the training loop, divergence checks, timing and memory.
+"""The training loop (one run, or K fused runs), divergence checks, timing and memory.
 
 Loss normalisation. An optimizer step sees one effective batch, split into micro-batches. Each
 micro-batch contributes  Σ_tokens ℓ / N  where N is the number of loss tokens (``lm``: predicted
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from transformers import get_scheduler
 from . import data as D
 from .evaluate import metrics, predict
 from .measure import Stopwatch, peak_memory, reset_peak_memory
-from .prepare import Prepared
+from .prepare import Prepared, train_order
 from .record import RunRecord
 
 LAST_LOSSES = 10  # ``train_loss_last`` averages this many final steps
@@ -41,6 +41,11 @@ def loss_tokens(batch: dict[str, torch.Tensor], head: str) -> int:
 def loss_sum(model: nn.Module, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
     """Sum (not mean) of the per-token (lm) or per-example (cls) cross-entropy of a micro-batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return loss_of_logits(logits, batch, head)
+
+
+def loss_of_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
+    """``loss_sum`` from the model's output on ``batch``."""
     if head == "cls":
         return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
     targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
@@ -55,116 +60,202 @@ class StepStats:
     tokens: int
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-               micro_batches: list[dict[str, torch.Tensor]], *, head: str, max_grad_norm: float | None,
-               autocast: bool) -> StepStats:
-    """One optimizer step over ``micro_batches`` (one effective batch); holds no state of its own."""
-    n = sum(loss_tokens(b, head) for b in micro_batches)
-    total = 0.0
-    for b in micro_batches:
-        with torch.autocast(b["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
-            s = loss_sum(model, b, head)
-        (s / n).backward()
-        total += s.item()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
-    return StepStats(total / n, float(norm), tokens)
+def _stack(batches: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Micro-batches of several runs as one, right-padded to the widest (padding is masked everywhere)."""
+    width = max(b["input_ids"].shape[1] for b in batches)
+
+    def widen(t: torch.Tensor, fill: int) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]), value=fill)
+
+    return {"input_ids": torch.cat([widen(b["input_ids"], pad_id) for b in batches]),
+            "attention_mask": torch.cat([widen(b["attention_mask"], 0) for b in batches]),
+            "labels": torch.cat([b["labels"] for b in batches])}
+
+
+def train_step(optimizers: list[torch.optim.Optimizer], schedulers: list[Any],
+               micro_batches: list[list[dict[str, torch.Tensor]]], *, forward: Callable[..., Any], head: str,
+               max_grad_norm: float | None, autocast: bool, pad_id: int) -> list[StepStats]:
+    """One optimizer step for each of K runs; ``micro_batches[k]`` is run k's effective batch.
+
+    ``forward(batch, sizes)`` returns logits for the K runs' micro-batches stacked (``sizes`` rows
+    each): a fused model's routed forward, or a plain model's when K = 1. The backward pass of
+    Σ_k loss_k reaches each run's own parameters only, so each run gets its gradient as if alone.
+    """
+    ns = [sum(loss_tokens(b, head) for b in mb) for mb in micro_batches]
+    totals = [0.0] * len(optimizers)
+    for parts in zip(*micro_batches):
+        sizes = [len(b["labels"]) for b in parts]
+        stacked = parts[0] if len(parts) == 1 else _stack(list(parts), pad_id)
+        with torch.autocast(stacked["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = forward(stacked, sizes)
+            sums = [loss_of_logits(lg, b, head) for lg, b in zip(logits.split(sizes), parts)]
+        sum(s / n for s, n in zip(sums, ns)).backward()
+        for k, s in enumerate(sums):
+            totals[k] += s.item()
+    out = []
+    for k, (opt, sched) in enumerate(zip(optimizers, schedulers)):
+        params = [p for g in opt.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches[k])
+        out.append(StepStats(totals[k] / ns[k], float(norm), tokens))
+    return out
 
 
 def diverged(loss: float, first_loss: float | None, factor: float) -> bool:
     return not math.isfinite(loss) or (first_loss is not None and loss > factor * max(first_loss, 1e-8))
 
 
-def run_training(p: Prepared, record: RunRecord, *, progress: bool = True, log: Callable[[str], None] = print,
-                 on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train ``p.model`` as ``p.cfg`` says, writing metrics to ``record``; returns the result dict.
+@dataclass
+class Lane:
+    """One run's state in the training loop."""
 
-    ``on_step(step)`` is called after each step (a sweep's heartbeat). Ends with status ``ok``,
-    ``diverged``, ``oom`` (device out of memory) or ``failed`` (any other exception, traceback kept).
+    p: Prepared
+    record: RunRecord
+    scheduler: Any
+    order: Iterator[list[int]]
+    status: str = "running"
+    first_loss: float | None = None
+    recent: list[float] = field(default_factory=list)  # the last LAST_LOSSES training losses
+    best: dict[str, Any] = field(default_factory=lambda: {"accuracy": None, "macro_f1": None, "step": None})
+    final: dict[str, float] | None = None
+    preds: Any = None
+    tokens_seen: int = 0
+    steps_done: int = 0
+    error: str | None = None
+    eval_clock: Stopwatch | None = None
+    eval_examples: int = 0
+
+
+def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None, progress: bool = True,
+              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Train K runs together (one run: K = 1), each as if alone; ``fused``: a :class:`lorabench.fuse.Fused`
+    over the K models when K > 1. A run that diverges or fails stops; the others go on.
+
+    Time and memory of a fused group: ``train_seconds`` is the group's training time divided by K
+    (each run's share) and ``peak_memory_mb`` the group's peak; ``fused`` records K.
     """
-    cfg, head, dev = p.cfg, p.cfg.model.head, p.device
-    pad = p.tokenizer.pad_token_id
-    scheduler = get_scheduler(SCHEDULES[cfg.schedule], p.optimizer, num_warmup_steps=cfg.warmup_steps,
-                              num_training_steps=cfg.steps)
-    order = D.train_order(len(p.train), cfg.batch_size * cfg.grad_accum, cfg.seed)
+    if len(ps) > 1 and fused is None:
+        raise ValueError("several runs need a Fused model")
+    p0 = ps[0]
+    cfg, head, dev = p0.cfg, p0.cfg.model.head, p0.device
+    pad = p0.tokenizer.pad_token_id
     clock = Stopwatch(dev)
     autocast = cfg.bf16 and dev.type == "cuda"
+    lanes = [Lane(p, rec, get_scheduler(SCHEDULES[p.cfg.schedule], p.optimizer, num_warmup_steps=p.cfg.warmup_steps,
+                                        num_training_steps=p.cfg.steps), train_order(p.train, p.cfg),
+                  eval_clock=Stopwatch(dev)) for p, rec in zip(ps, records)]
 
-    def evaluate() -> tuple[dict[str, float], Any]:
-        preds = predict(p.model, p.dev, head=head, pad_id=pad, batch_size=cfg.eval_batch_size, device=dev,
-                        label_ids=p.label_ids, autocast=autocast)
-        return metrics(preds), preds
+    def forward(batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
+        if fused is None:
+            return p0.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with fused.route(active, sizes) as model:
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    status, first_loss, tokens_seen, step, error = "ok", None, 0, 0, None
-    recent: list[float] = []  # the last LAST_LOSSES training losses
-    best: dict[str, Any] = {"accuracy": None, "macro_f1": None, "step": None}
-    final, preds = None, None
-    p.model.train()
+    def evaluate(lane: Lane) -> dict[str, float]:
+        assert lane.eval_clock is not None
+        lane.eval_clock.start()
+        lane.preds = predict(lane.p.model, lane.p.dev, head=head, pad_id=pad, batch_size=cfg.eval_batch_size,
+                             device=dev, label_ids=lane.p.label_ids, autocast=autocast)
+        lane.eval_clock.pause()
+        lane.eval_examples += len(lane.p.dev)
+        return metrics(lane.preds)
+
+    for p in ps:
+        p.model.train()
     reset_peak_memory(dev)
-    bar = tqdm(total=cfg.steps, desc=f"{cfg.method} lr={cfg.lr:g}", disable=not progress, unit="step",
-               dynamic_ncols=True)
+    desc = f"{cfg.method} lr={cfg.lr:g}" if len(ps) == 1 else f"{cfg.method} ×{len(ps)} fused"
+    bar = tqdm(total=cfg.steps, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
+    step = 0
     try:
         for step in range(1, cfg.steps + 1):
-            clock.start()
-            idx = next(order)
-            micro = [{k: v.to(dev) for k, v in D.collate(p.train, idx[i : i + cfg.batch_size], pad).items()}
-                     for i in range(0, len(idx), cfg.batch_size)]
-            stats = train_step(p.model, p.optimizer, scheduler, micro, head=head,
-                               max_grad_norm=cfg.max_grad_norm, autocast=autocast)
-            tokens_seen += stats.tokens
-            row: dict[str, Any] = {"step": step, "loss": stats.loss, "lr": scheduler.get_last_lr()[0],
-                                   "grad_norm": stats.grad_norm}
-            if diverged(stats.loss, first_loss, cfg.diverge_factor):
-                clock.pause()
-                status = "diverged"
-                record.log(row)
-                log(f"diverged at step {step}: loss {stats.loss:.4g} (first loss {first_loss})")
+            active = [i for i, lane in enumerate(lanes) if lane.status == "running"]
+            if not active:
                 break
-            first_loss = stats.loss if first_loss is None else first_loss
-            recent = (recent + [stats.loss])[-LAST_LOSSES:]
+            clock.start()
+            micro = []
+            for i in active:
+                idx = next(lanes[i].order)
+                micro.append([{k: v.to(dev) for k, v in D.collate(lanes[i].p.train, idx[j : j + cfg.batch_size], pad).items()}
+                              for j in range(0, len(idx), cfg.batch_size)])
+            stats = train_step([lanes[i].p.optimizer for i in active], [lanes[i].scheduler for i in active], micro,
+                               forward=lambda b, sizes: forward(b, sizes, active), head=head,
+                               max_grad_norm=cfg.max_grad_norm, autocast=autocast, pad_id=pad)
+            for i, st in zip(active, stats):
+                lane = lanes[i]
+                lane.tokens_seen += st.tokens
+                row: dict[str, Any] = {"step": step, "loss": st.loss, "lr": lane.scheduler.get_last_lr()[0],
+                                       "grad_norm": st.grad_norm}
+                if diverged(st.loss, lane.first_loss, lane.p.cfg.diverge_factor):
+                    lane.status, lane.steps_done = "diverged", step - 1
+                    lane.record.log(row)
+                    log(f"{lane.p.cfg.method} lr={lane.p.cfg.lr:g}: diverged at step {step}: loss {st.loss:.4g} "
+                        f"(first loss {lane.first_loss})")
+                    continue
+                lane.first_loss = st.loss if lane.first_loss is None else lane.first_loss
+                lane.recent = (lane.recent + [st.loss])[-LAST_LOSSES:]
+                lane.steps_done = step
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    clock.pause()
+                    m = evaluate(lane)
+                    row.update({f"eval_{k}": v for k, v in m.items()})
+                    if lane.best["accuracy"] is None or m["accuracy"] > lane.best["accuracy"]:
+                        lane.best = {**m, "step": step}
+                    lane.final = m
+                lane.record.log(row)
+            clock.pause()
             bar.update(1)
-            bar.set_postfix(loss=f"{stats.loss:.4f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                clock.pause()
-                m, preds = evaluate()
-                row.update({f"eval_{k}": v for k, v in m.items()})
-                if best["accuracy"] is None or m["accuracy"] > best["accuracy"]:
-                    best = {**m, "step": step}
-                final = m
-                bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{m['accuracy']:.3f}")
-            record.log(row)
+            if len(ps) == 1 and lanes[0].status == "running":
+                bar.set_postfix(loss=f"{lanes[0].recent[-1]:.4f}",
+                                **({"acc": f"{lanes[0].final['accuracy']:.3f}"} if lanes[0].final else {}))
+            elif len(ps) > 1:
+                bar.set_postfix(running=sum(lane.status == "running" for lane in lanes))
             if on_step is not None:
                 on_step(step)
         clock.pause()
+        for lane in lanes:
+            if lane.status == "running":
+                lane.status = "ok"
     except torch.OutOfMemoryError:
         clock.pause()
-        status, error = "oom", traceback.format_exc()
+        for lane in lanes:
+            if lane.status == "running":
+                lane.status, lane.error = "oom", traceback.format_exc()
     except Exception:
         clock.pause()
-        status, error = "failed", traceback.format_exc()
+        for lane in lanes:
+            if lane.status == "running":
+                lane.status, lane.error = "failed", traceback.format_exc()
     finally:
         bar.close()
     mem, kind = peak_memory(dev)
-    if preds is not None and status == "ok":
-        record.predictions(preds.rows(cfg.data.label_words))
-        if cfg.save_adapter:
-            record.adapter(p)
-    return {
-        "status": status,
-        "method": cfg.method,
-        "steps_done": step if status != "diverged" else step - 1,
-        "final": final if status == "ok" else None,
-        "best": best,
-        "train_seconds": clock.total,
-        "samples_per_second": (step * cfg.batch_size * cfg.grad_accum) / clock.total if clock.total else None,
-        "peak_memory_mb": mem,
-        "memory_kind": kind,
-        "trainable_params": p.trainable_params,
-        "tokens_seen": tokens_seen,
-        "train_loss_last": sum(recent) / len(recent) if recent and status == "ok" else None,
-        "error": error,
-    }
+    results = []
+    for lane in lanes:
+        c = lane.p.cfg
+        if lane.preds is not None and lane.status == "ok":
+            lane.record.predictions(lane.preds.rows(c.data.label_words))
+            if c.save_adapter:
+                lane.record.adapter(lane.p)
+        seconds = clock.total / len(lanes)
+        ev = lane.eval_clock.total if lane.eval_clock else 0.0
+        results.append({
+            "status": lane.status,
+            "method": c.method,
+            "steps_done": lane.steps_done,
+            "final": lane.final if lane.status == "ok" else None,
+            "best": lane.best,
+            "train_seconds": seconds,
+            "samples_per_second": lane.steps_done * c.batch_size * c.grad_accum / seconds if seconds else None,
+            "eval_seconds": ev,
+            "eval_samples_per_second": lane.eval_examples / ev if ev else None,
+            "peak_memory_mb": mem,
+            "memory_kind": kind,
+            "fused": len(lanes),
+            "trainable_params": lane.p.trainable_params,
+            "tokens_seen": lane.tokens_seen,
+            "train_loss_last": sum(lane.recent) / len(lane.recent) if lane.recent and lane.status == "ok" else None,
+            "error": lane.error,
+        })
+    return results

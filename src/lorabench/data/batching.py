@@ -1,7 +1,12 @@
 """Batches: a seeded, method-independent order of training examples, and right-padded tensors.
 
-The order depends only on (number of examples, batch size, seed), never on the method, so every
-method sees the same examples in the same order at a given seed.
+The order depends only on (number of examples, batch size, seed, and the examples' token lengths when
+grouping), never on the method, so every method sees the same examples in the same order at a given seed.
+
+Length grouping (as in the samplers of common trainers): each epoch's permutation is cut into groups of
+``GROUP`` batches; each group is sorted by length and cut into batches, and the epoch's batches are
+shuffled. A batch then holds examples of similar length, so little of it is padding, while which
+examples share an epoch, and the order of batches, stay random.
 """
 
 from __future__ import annotations
@@ -13,15 +18,29 @@ import torch
 from .encode import Encoded
 
 
-def train_order(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless batches of example indices: a fresh permutation per epoch, incomplete tail dropped."""
+GROUP = 64  # batches per length group
+
+
+def train_order(n: int, batch_size: int, seed: int, lengths: list[int] | None = None) -> Iterator[list[int]]:
+    """Endless batches of example indices: a fresh permutation per epoch, incomplete tail dropped.
+
+    With ``lengths`` (one per example), batches are length-grouped (see the module's docstring).
+    """
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} exceeds the {n} training examples")
+    if lengths is not None and len(lengths) != n:
+        raise ValueError(f"{len(lengths)} lengths for {n} examples")
     gen = torch.Generator().manual_seed(seed)
     while True:
-        perm = torch.randperm(n, generator=gen).tolist()
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i : i + batch_size]
+        perm = torch.randperm(n, generator=gen).tolist()[: n - n % batch_size]
+        if lengths is None:
+            yield from (perm[i : i + batch_size] for i in range(0, len(perm), batch_size))
+            continue
+        batches = []
+        for g in range(0, len(perm), batch_size * GROUP):
+            group = sorted(perm[g : g + batch_size * GROUP], key=lambda i: -lengths[i])
+            batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        yield from (batches[i] for i in torch.randperm(len(batches), generator=gen).tolist())
 
 
 def collate(enc: Encoded, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:

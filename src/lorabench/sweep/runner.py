@@ -85,10 +85,43 @@ def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
     return store.get_meta("hessian") or {}
 
 
+def fused_tasks(rows: list[dict[str, Any]], fuse: int | None, free_bytes: float | None = None) -> list[list[str]]:
+    """Pending trials as tasks: trials with the same ``fuse_key`` (they differ only in lr, seed or method
+    options) in groups of at most ``fuse`` (``None``: :func:`lorabench.fuse.auto_fuse` from ``free_bytes``,
+    the memory free to each worker); every other trial alone. Groups keep the store's order."""
+    from ..fuse import auto_fuse, fuse_key
+
+    groups: dict[Any, list[tuple[str, Any]]] = {}
+    for r in rows:
+        cfg = validate(r["config"], f"trial {r['key']}")
+        key = fuse_key(cfg)
+        groups.setdefault(key if key is not None else ("alone", r["key"]), []).append((r["key"], cfg))
+    tasks = []
+    for members in groups.values():
+        k = fuse if fuse is not None else auto_fuse(members[0][1], free_bytes or 0)
+        keys = [m[0] for m in members]
+        tasks += [keys[i : i + max(1, k)] for i in range(0, len(keys), max(1, k))]
+    return tasks
+
+
+def free_memory(device: str) -> float:
+    """Bytes free for trials: the GPU's free memory when trials run there, else the machine's available memory."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return float(torch.cuda.mem_get_info()[0])
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
               strategy: str | None = None, address: str | None = None, store_url: str | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) ``sweep`` into folder ``out``; returns counts by status."""
+              fuse: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) ``sweep`` into folder ``out``; returns counts by status.
+
+    ``fuse``: at most this many compatible trials train together in one fused group (1: none;
+    ``None``: as many as fit in memory, see :func:`fused_tasks`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     strategy = strategy or sweep.cfg.strategy
@@ -117,14 +150,16 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             proposals = propose(sweep.trials, done)
             store.add(proposals)
             rows = {r["key"]: r for r in store.rows()}
-            pending = [s.key for s in proposals if rows[s.key]["status"] == "pending"]
+            pending = [rows[s.key] for s in proposals if rows[s.key]["status"] == "pending"]
             if not pending:
                 break
+            free = None if fuse is not None else free_memory(str(sweep.base.get("device", "auto"))) / max(1, workers)
+            tasks = fused_tasks(pending, fuse, free)
             if executor == "ray":
-                run_ray(url, str(out), pending, address=address, num_cpus=sweep.cfg.execution.num_cpus,
+                run_ray(url, str(out), tasks, address=address, num_cpus=sweep.cfg.execution.num_cpus,
                         num_gpus=sweep.cfg.execution.num_gpus)
             elif executor == "local":
-                run_local(url, str(out), pending, workers)
+                run_local(url, str(out), tasks, workers)
             else:
                 raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
     finally:

@@ -1,4 +1,4 @@
-"""One trial, wherever it runs (this process, a worker process, a Ray task): claim, run, record."""
+"""A task of one trial or a fused group, wherever it runs (a worker process, a Ray task): claim, run, record."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from .store import Store, owner_id
 BEAT_EVERY_S = 2.0
 
 
-def run_trial(store_url: str, sweep_dir: str, key: str, threads: int | None = None) -> str:
-    """Run trial ``key`` if it is still pending; returns its final status (or ``skipped``)."""
-    from ..runner import run  # imported here: worker processes start clean
+def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | None = None) -> list[str]:
+    """Run the trials ``keys`` that are still pending, fused into one group when there are several (they
+    must be fusable: see ``lorabench.fuse``); returns each one's final status (or ``skipped``)."""
+    from ..runner import run_group  # imported here: worker processes start clean
 
     from transformers.utils import logging as hf_logging
 
@@ -28,29 +29,33 @@ def run_trial(store_url: str, sweep_dir: str, key: str, threads: int | None = No
     store = Store(store_url)
     owner = owner_id()
     try:
-        if not store.claim(key, owner):
-            return "skipped"
-        row = next(r for r in store.rows() if r["key"] == key)
-        run_dir = Path(sweep_dir) / "trials" / key
-        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written folder from a killed attempt
+        mine = [k for k in keys if store.claim(k, owner)]
+        if not mine:
+            return ["skipped"] * len(keys)
+        rows = {r["key"]: r for r in store.rows() if r["key"] in mine}
+        dirs = [Path(sweep_dir) / "trials" / k for k in mine]
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)  # a half-written folder from a killed attempt
         last = [0.0]
 
         def beat(step: int) -> None:
             if time.monotonic() - last[0] >= BEAT_EVERY_S:
                 last[0] = time.monotonic()
-                store.beat(key, owner, step)
+                for k in mine:
+                    store.beat(k, owner, step)
 
-        result: dict[str, Any] | None = None
-        error = None
+        results: list[dict[str, Any] | None] = [None] * len(mine)
         try:
-            result = run(validate(row["config"], f"trial {key}"), run_dir, progress=False, log=lambda m: None,
-                         on_step=beat)
-            status, error = result["status"], result.get("error")
+            cfgs = [validate(rows[k]["config"], f"trial {k}") for k in mine]
+            results = list(run_group(cfgs, dirs, progress=False, log=lambda m: None, on_step=beat))
+            outcome = [(r["status"], r.get("error")) for r in results]
         except torch.OutOfMemoryError:
-            status, error = "oom", traceback.format_exc()
+            outcome = [("oom", traceback.format_exc())] * len(mine)
         except Exception:
-            status, error = "failed", traceback.format_exc()
-        store.finish(key, owner, status, result, error)
-        return status
+            outcome = [("failed", traceback.format_exc())] * len(mine)
+        for k, result, (status, error) in zip(mine, results, outcome):
+            store.finish(k, owner, status, result, error)
+        done = dict(zip(mine, (s for s, _ in outcome)))
+        return [done.get(k, "skipped") for k in keys]
     finally:
         store.close()
