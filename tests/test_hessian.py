@@ -79,7 +79,7 @@ def reference_loss(p, names: list[str], samples: int):
 
 def test_eigenvalues_match_the_dense_hessian(glue_dir, tiny_bert_dir):
     p = prepare(bert(glue_dir, tiny_bert_dir, method="pissa"), attn_implementation="eager")
-    hcfg = HessianConfig(samples=8, batch_size=3, tol=1e-8, layers=[0])
+    hcfg = HessianConfig(samples=8, batch_size=3, tol=1e-8, layers=[0], whole=True)
     r = measure_prepared(p, hcfg)
     assert [b["block"] for b in r["blocks"]] == ["layer 0 attention.self.query", "whole"]
     assert r["samples"] == 8 and r["loss_terms"] == 8
@@ -134,7 +134,7 @@ def test_cli_writes_the_result_and_rejects_bad_input(tmp_path, glue_dir):
     out = tmp_path / "h.json"
     runner = CliRunner()
     res = runner.invoke(app, ["hessian", str(cfg), "--set", "method=pissa", "--samples", "4", "--layers", "1",
-                              "--modules", "q_proj", "--tol", "1e-4", "-q", "-o", str(out)])
+                              "--modules", "q_proj", "--tol", "1e-4", "--whole", "-q", "-o", str(out)])
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
     for key in ("method", "lambda_max", "lambda_min", "summary_block", "samples", "loss_terms", "loss", "blocks",
@@ -162,7 +162,7 @@ def test_sweep_with_hessian_shows_lambda_max_in_best_and_resumes(tmp_path, glue_
         "set": {"steps": 2, "eval_every": 2, "save_adapter": False, "rank": 1, "target_modules": ["q_proj"],
                 "model": {"max_length": 48}, "data": {"dir": str(glue_dir), "n_train": 40, "n_eval": 8}},
         "space": {"methods": ["lora", "pissa"], "lr": [1e-3]},
-        "hessian": True, "hessian_config": {"samples": 4, "layers": [], "tol": 1e-3}}))
+        "hessian": True, "hessian_config": {"samples": 4, "layers": [], "whole": True, "tol": 1e-3}}))
     s = load_sweep(p)
     assert run_sweep(s, tmp_path / "S", workers=2, progress=False) == {"ok": 2}
     b = best(open_store(tmp_path / "S"))

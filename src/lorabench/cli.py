@@ -181,10 +181,13 @@ def hessian(
     modules: Annotated[Optional[str], typer.Option("--modules", help="Module names of the blocks, e.g. "
                                                    "query,value or self_attn.q_proj.")] = None,
     whole: Annotated[Optional[bool], typer.Option("--whole/--no-whole", help="Also the whole adapter "
-                                                  "(default: yes).")] = None,
+                                                  "(default: no).")] = None,
     tol: Annotated[Optional[float], typer.Option("--tol", help="Relative tolerance (default 1e-3).")] = None,
     maxiter: Annotated[Optional[int], typer.Option("--maxiter", help="Most HVPs per block "
                                                    "(default 200).")] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep each block's gradient graphs "
+                                                  "between products (default: when they fit in half the free "
+                                                  "memory).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """λ_max and λ_min of the training loss's Hessian w.r.t. the adapter at init, per block and whole."""
@@ -205,7 +208,7 @@ def hessian(
     try:
         cfg = load_config(config, set_ or [])
         given = {"samples": samples, "layers": split("layers", layers, int), "modules": split("modules", modules, str),
-                 "whole": whole, "tol": tol, "maxiter": maxiter}
+                 "whole": whole, "tol": tol, "maxiter": maxiter, "cache": cache}
         hcfg = hessian_config({k: v for k, v in given.items() if v is not None}, "hessian")
         result = measure(cfg, hcfg, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except LorabenchError as e:

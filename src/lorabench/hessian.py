@@ -35,8 +35,7 @@ Cost. Every product for a block differentiates the same gradient graph, so the g
 are built once and kept when they fit in memory (see :class:`Objective`): a product is then one
 backward pass.
 
-Defaults: 500 samples; blocks: the whole adapter plus one block, the first adapted module of the
-lowest layer (layer 0's ``query`` for MiniLM, ``self_attn.q_proj`` for Llama); tol 1e-3; at most
+Defaults: 500 samples; one block, the first adapted module of the lowest layer (layer 0's ``query`` for MiniLM, ``self_attn.q_proj`` for Llama); tol 1e-3; at most
 200 HVPs per block.
 """
 
@@ -75,7 +74,7 @@ class HessianConfig(BaseModel):
     maxiter: PositiveInt = Field(200, description="most HVPs per block")
     layers: list[int] | None = Field(None, description="layer indices of the blocks")
     modules: list[str] | None = Field(None, description="module names (leaf or path within the layer)")
-    whole: bool = Field(True, description="also measure the whole adapter")
+    whole: bool = Field(False, description="also measure the whole adapter")
     cache: bool | None = Field(None, description="keep each block's gradient graphs between products "
                                "(None: when they fit in half the free memory)")
 
