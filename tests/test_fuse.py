@@ -14,12 +14,7 @@ from lorabench.prepare import prepare
 from lorabench.runner import run_group
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(head, glue_dir, tiny_bert_dir, *sets: str):

@@ -6,6 +6,7 @@ the query (the prompt without its label), restricted to the label words' tokens;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,10 +28,9 @@ class Predictions:
                 for i, y, p, s in zip(self.index, self.labels, self.preds, self.scores)]
 
 
-def class_scores(model: nn.Module, batch: dict[str, torch.Tensor], head: str,
+def class_scores(logits: torch.Tensor, batch: dict[str, torch.Tensor], head: str,
                  label_ids: list[int] | None) -> torch.Tensor:
-    """Per-class scores (rows: examples, columns: labels) from one forward pass."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Per-class scores (rows: examples, columns: labels) from the model's logits on ``batch``."""
     if head == "cls":
         return logits
     last = batch["attention_mask"].sum(dim=1) - 1  # right padding: the final real position
@@ -38,22 +38,41 @@ def class_scores(model: nn.Module, batch: dict[str, torch.Tensor], head: str,
 
 
 @torch.no_grad()
+def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.Tensor], k: int, enc: Encoded, *,
+                 head: str, pad_id: int, batch_size: int, device: torch.device, label_ids: list[int] | None = None,
+                 autocast: bool = False) -> list[Predictions]:
+    """Predictions of K models on ``enc``; ``forward(batch, sizes)`` gives the logits of the K models on ``batch``
+    repeated K times (``sizes`` rows each): a fused model's routed forward, or one model's when K = 1."""
+    index: list[int] = []
+    preds: list[list[int]] = [[] for _ in range(k)]
+    scores: list[list[list[float]]] = [[] for _ in range(k)]
+    for idx, batch in eval_batches(enc, batch_size, pad_id):
+        batch = {name: v.to(device) for name, v in batch.items()}
+        stacked = batch if k == 1 else {name: v.repeat(k, *([1] * (v.dim() - 1))) for name, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = forward(stacked, [len(idx)] * k)
+        for j, lg in enumerate(logits.split(len(idx))):
+            s = class_scores(lg, batch, head, label_ids).float()
+            preds[j] += s.argmax(dim=1).tolist()
+            scores[j] += s.tolist()
+        index += idx
+    order = sorted(range(len(index)), key=index.__getitem__)
+    labels = [enc.labels[index[i]] for i in order]
+    return [Predictions([index[i] for i in order], labels, [p[i] for i in order], [s[i] for i in order])
+            for p, s in zip(preds, scores)]
+
+
 def predict(model: nn.Module, enc: Encoded, *, head: str, pad_id: int, batch_size: int,
             device: torch.device, label_ids: list[int] | None = None, autocast: bool = False) -> Predictions:
+    """One model's predictions on ``enc`` (in eval mode; the model's mode is restored)."""
     was_training = model.training
     model.eval()
-    index, preds, scores = [], [], []
-    for idx, batch in eval_batches(enc, batch_size, pad_id):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            s = class_scores(model, batch, head, label_ids).float()
-        index += idx
-        preds += s.argmax(dim=1).tolist()
-        scores += s.tolist()
-    model.train(was_training)
-    order = sorted(range(len(index)), key=index.__getitem__)
-    return Predictions([index[i] for i in order], [enc.labels[index[i]] for i in order],
-                       [preds[i] for i in order], [scores[i] for i in order])
+    try:
+        return predict_many(lambda b, _: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                            1, enc, head=head, pad_id=pad_id, batch_size=batch_size, device=device,
+                            label_ids=label_ids, autocast=autocast)[0]
+    finally:
+        model.train(was_training)
 
 
 def metrics(p: Predictions) -> dict[str, float]:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import data as D
-from .evaluate import metrics, predict
+from .evaluate import metrics, predict_many
 from .measure import Stopwatch, peak_memory, reset_peak_memory
 from .prepare import Prepared, train_order
 from .record import RunRecord
@@ -125,8 +125,9 @@ class Lane:
     tokens_seen: int = 0
     steps_done: int = 0
     error: str | None = None
-    eval_clock: Stopwatch | None = None
+    eval_seconds: float = 0.0
     eval_examples: int = 0
+    row: dict[str, Any] = field(default_factory=dict)  # this step's metrics row
 
 
 def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None, progress: bool = True,
@@ -145,8 +146,8 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None
     clock = Stopwatch(dev)
     autocast = cfg.bf16 and dev.type == "cuda"
     lanes = [Lane(p, rec, get_scheduler(SCHEDULES[p.cfg.schedule], p.optimizer, num_warmup_steps=p.cfg.warmup_steps,
-                                        num_training_steps=p.cfg.steps), train_order(p.train, p.cfg),
-                  eval_clock=Stopwatch(dev)) for p, rec in zip(ps, records)]
+                                        num_training_steps=p.cfg.steps), train_order(p.train, p.cfg))
+             for p, rec in zip(ps, records)]
 
     def forward(batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
         if fused is None:
@@ -154,14 +155,24 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None
         with fused.route(active, sizes) as model:
             return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def evaluate(lane: Lane) -> dict[str, float]:
-        assert lane.eval_clock is not None
-        lane.eval_clock.start()
-        lane.preds = predict(lane.p.model, lane.p.dev, head=head, pad_id=pad, batch_size=cfg.eval_batch_size,
-                             device=dev, label_ids=lane.p.label_ids, autocast=autocast)
-        lane.eval_clock.pause()
-        lane.eval_examples += len(lane.p.dev)
-        return metrics(lane.preds)
+    def evaluate(due: list[int]) -> None:
+        """Predictions of runs ``due`` on the dev set, in one routed pass when fused; time shared equally."""
+        t0 = Stopwatch(dev)
+        t0.start()
+        for i in due:
+            lanes[i].p.model.eval()
+        try:
+            preds = predict_many(lambda b, sizes: forward(b, sizes, due), len(due), p0.dev, head=head, pad_id=pad,
+                                 batch_size=cfg.eval_batch_size, device=dev, label_ids=p0.label_ids,
+                                 autocast=autocast)
+        finally:
+            for i in due:
+                lanes[i].p.model.train()
+        t0.pause()
+        for i, pr in zip(due, preds):
+            lanes[i].preds = pr
+            lanes[i].eval_seconds += t0.total / len(due)
+            lanes[i].eval_examples += len(p0.dev)
 
     for p in ps:
         p.model.train()
@@ -177,12 +188,13 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None
             clock.start()
             micro = []
             for i in active:
-                idx = next(lanes[i].order)
-                micro.append([{k: v.to(dev) for k, v in D.collate(lanes[i].p.train, idx[j : j + cfg.batch_size], pad).items()}
+                idx, enc = next(lanes[i].order), lanes[i].p.train
+                micro.append([{k: v.to(dev) for k, v in D.collate(enc, idx[j : j + cfg.batch_size], pad).items()}
                               for j in range(0, len(idx), cfg.batch_size)])
             stats = train_step([lanes[i].p.optimizer for i in active], [lanes[i].scheduler for i in active], micro,
                                forward=lambda b, sizes: forward(b, sizes, active), head=head,
                                max_grad_norm=cfg.max_grad_norm, autocast=autocast, pad_id=pad)
+            alive = []
             for i, st in zip(active, stats):
                 lane = lanes[i]
                 lane.tokens_seen += st.tokens
@@ -197,15 +209,20 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None
                 lane.first_loss = st.loss if lane.first_loss is None else lane.first_loss
                 lane.recent = (lane.recent + [st.loss])[-LAST_LOSSES:]
                 lane.steps_done = step
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    clock.pause()
-                    m = evaluate(lane)
-                    row.update({f"eval_{k}": v for k, v in m.items()})
+                lane.row = row
+                alive.append(i)
+            clock.pause()
+            if alive and (step % cfg.eval_every == 0 or step == cfg.steps):
+                evaluate(alive)
+                for i in alive:
+                    lane = lanes[i]
+                    m = metrics(lane.preds)
+                    lane.row.update({f"eval_{k}": v for k, v in m.items()})
                     if lane.best["accuracy"] is None or m["accuracy"] > lane.best["accuracy"]:
                         lane.best = {**m, "step": step}
                     lane.final = m
-                lane.record.log(row)
-            clock.pause()
+            for i in alive:
+                lanes[i].record.log(lanes[i].row)
             bar.update(1)
             if len(ps) == 1 and lanes[0].status == "running":
                 bar.set_postfix(loss=f"{lanes[0].recent[-1]:.4f}",
@@ -239,7 +256,7 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None
             if c.save_adapter:
                 lane.record.adapter(lane.p)
         seconds = clock.total / len(lanes)
-        ev = lane.eval_clock.total if lane.eval_clock else 0.0
+        ev = lane.eval_seconds
         results.append({
             "status": lane.status,
             "method": c.method,
