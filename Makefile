@@ -1,10 +1,13 @@
 # Two entry points: `make demo` and `make test`. Both create .venv when missing.
+# `make bench` compares lorabench with PEFT + transformers.Trainer and regenerates BENCHMARKS.md.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(if $(LORABENCH_DATA_DIR),$(LORABENCH_DATA_DIR),$(wildcard ../shared/data/sst2))
+BENCH_CASES ?= cpu
+BENCH_ARGS  ?=
 
-.PHONY: install demo demo-run test clean
+.PHONY: install demo demo-run test bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +34,25 @@ demo-run: $(STAMP)
 
 test: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q
+
+# lorabench against PEFT + transformers.Trainer, each run in a fresh process, systems alternating
+# (bench/compare.py --help), then BENCHMARKS.md from every bench/results/*.json. Run it on an idle
+# machine. BENCH_CASES=all adds the GPU cases where CUDA is available; BENCH_ARGS passes options,
+# e.g. BENCH_ARGS="--repeats 3".
+bench: $(STAMP)
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/compare.py --cases $(BENCH_CASES) $(BENCH_ARGS)
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/fusion.py --case minilm-cls
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/hessian.py --case minilm-cpu
+	$(PY) bench/report.py
+
+# The GPU cases (needs CUDA): Trainer comparison on the TinyLlama-1.1B architecture, a fused 12-point
+# grid, every method's peak memory at rank 32, and the Hessian time per block.
+bench-gpu: $(STAMP)
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/compare.py --cases gpu $(BENCH_ARGS)
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/fusion.py --case tinyllama1b-lm
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/memory.py
+	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/hessian.py --case tinyllama1b-gpu --no-recompute
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -16,7 +16,7 @@ def _write(tmp_path: Path, body: bytes) -> Path:
 
 def test_reads_rows_and_hash(tmp_path):
     split = read_tsv(_write(tmp_path, b"sentence\tlabel\na fine film\t1\na dull one\t0\n"))
-    assert split.examples == [Example("a fine film", 1), Example("a dull one", 0)]
+    assert list(split.examples) == [Example("a fine film", 1), Example("a dull one", 0)]
     assert len(split.sha256) == 64
 
 

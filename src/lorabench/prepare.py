@@ -46,7 +46,7 @@ def pick_device(name: str) -> torch.device:
 def load_data(cfg: RunConfig) -> tuple[list[D.Example], list[D.Example], dict[str, dict[str, str]]]:
     train_split, dev_split = D.load_sst2(cfg.data.resolved_dir())
     train = D.subset(train_split.examples, cfg.data.n_train, cfg.data.subset_seed)
-    dev = dev_split.examples[: cfg.data.n_eval] if cfg.data.n_eval else dev_split.examples
+    dev = list(dev_split.examples[: cfg.data.n_eval] if cfg.data.n_eval else dev_split.examples)
     files = {"train": {"source": train_split.source, "sha256": train_split.sha256},
              "dev": {"source": dev_split.source, "sha256": dev_split.sha256}}
     return train, dev, files

@@ -156,22 +156,28 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None
             return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def evaluate(due: list[int]) -> None:
-        """Predictions of runs ``due`` on the dev set, in one routed pass when fused; time shared equally."""
-        t0 = Stopwatch(dev)
-        t0.start()
+        """Predictions of runs ``due`` on the dev set, the time shared equally. On CUDA the runs are stacked in
+        one routed pass; on CPU, whose throughput does not grow with the batch, each run evaluates alone."""
+        clock_eval = Stopwatch(dev)
+        clock_eval.start()
         for i in due:
             lanes[i].p.model.eval()
+        kw = dict(head=head, pad_id=pad, batch_size=cfg.eval_batch_size, device=dev, label_ids=p0.label_ids,
+                  autocast=autocast)
         try:
-            preds = predict_many(lambda b, sizes: forward(b, sizes, due), len(due), p0.dev, head=head, pad_id=pad,
-                                 batch_size=cfg.eval_batch_size, device=dev, label_ids=p0.label_ids,
-                                 autocast=autocast)
+            if dev.type == "cuda" or len(due) == 1:
+                preds = predict_many(lambda b, sizes: forward(b, sizes, due), len(due), p0.dev, **kw)
+            else:
+                preds = [predict_many(lambda b, _, m=lanes[i].p.model: m(input_ids=b["input_ids"],
+                                                                            attention_mask=b["attention_mask"]).logits,
+                                      1, p0.dev, **kw)[0] for i in due]
         finally:
             for i in due:
                 lanes[i].p.model.train()
-        t0.pause()
+        clock_eval.pause()
         for i, pr in zip(due, preds):
             lanes[i].preds = pr
-            lanes[i].eval_seconds += t0.total / len(due)
+            lanes[i].eval_seconds += clock_eval.total / len(due)
             lanes[i].eval_examples += len(p0.dev)
 
     for p in ps:

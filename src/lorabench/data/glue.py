@@ -6,6 +6,7 @@ Every malformed row is a ``DataError`` naming the file and line, before anything
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
@@ -27,24 +28,24 @@ class Example:
 class Split:
     """Examples plus where they came from (a file and its sha256, or the hub)."""
 
-    examples: list[Example]
+    examples: tuple[Example, ...] | list[Example]  # a file's rows are a tuple: cached, shared, never changed
     source: str
     sha256: str
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_tsv(path: str | Path) -> Split:
-    """Read and validate one GLUE TSV file."""
+    """Read and validate one GLUE TSV file (kept in memory while the file is unchanged, for the runs of a
+    fused group, which read it once each)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    st = path.stat()
+    return _read_tsv(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_tsv(name: str, mtime_ns: int, size: int) -> Split:
+    path = Path(name)
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
@@ -76,7 +77,7 @@ def read_tsv(path: str | Path) -> Split:
         examples.append(Example(sentence, int(label)))
     if not examples:
         raise DataError(f"{path}: no data rows after the header")
-    return Split(examples, str(path.resolve()), sha256_file(path))
+    return Split(tuple(examples), str(path.resolve()), hashlib.sha256(raw).hexdigest())
 
 
 def load_hub() -> tuple[Split, Split]:
