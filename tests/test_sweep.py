@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorabench.sweep import best, load_sweep, open_store, run_sweep
+from lorabench.sweep import best, format_best, load_sweep, open_store, run_sweep
 from lorabench.sweep.space import LogGrid, SweepSpace, TrialSpec
 from lorabench.sweep.strategies import adaptive
 
@@ -205,6 +205,8 @@ def test_fused_sweep_equals_the_unfused_one(tmp_path, glue_dir):
         losses = [[json.loads(x)["loss"] for x in (tmp_path / f / "trials" / k / "metrics.jsonl").read_text().splitlines()]
                   for f in ("one", "three")]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert "trained fused (lora)" in format_best(best(open_store(tmp_path / "three")))
+    assert "trained fused" not in format_best(best(open_store(tmp_path / "one")))
     # grouping: compatible trials in chunks of K, an incompatible one (dropout) alone
     rows = open_store(tmp_path / "one").rows()
     odd = {**rows[0], "key": "x", "config": {**rows[0]["config"], "dropout": 0.1}}

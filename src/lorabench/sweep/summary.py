@@ -73,6 +73,7 @@ def best(store: Store) -> dict[str, Any]:
             "peak_memory_mb": max(x["peak_memory_mb"] for x in res) if res else None,
             "memory_kind": res[0]["memory_kind"] if res else None,
             "trainable_params": res[0]["trainable_params"] if res else None,
+            "fused": max((x.get("fused", 1) for x in res), default=1),
             "trials": sum(c["seeds"] for c in curve), "curve": curve,
         })
     peaks = [t["accuracy"]["mean"] for t in table]
@@ -100,4 +101,8 @@ def format_best(b: dict[str, Any]) -> str:
     out += [fmt(r) for r in lines]
     if b["spread"] is not None:
         out.append(f"spread of the peaks across methods: {b['spread'] * 100:.2f} accuracy points")
+    fused = sorted({t["method"] for t in b["table"] if t.get("fused", 1) > 1})
+    if fused:
+        out.append(f"trained fused ({', '.join(fused)}): train s is each trial's share of its group's time and peak MB "
+                   "the group's; rerun with --fuse 1 to compare costs")
     return "\n".join(out)
