@@ -212,3 +212,17 @@ def test_fused_sweep_equals_the_unfused_one(tmp_path, glue_dir):
     odd = {**rows[0], "key": "x", "config": {**rows[0]["config"], "dropout": 0.1}}
     tasks = fused_tasks(rows + [odd], 3)
     assert sorted(len(t) for t in tasks) == [1, 1, 3] and ["x"] in tasks
+
+
+def test_resuming_a_sweep_recorded_with_other_config_fields_is_refused(tmp_path, glue_dir):
+    from lorabench.errors import ConfigError
+
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3]}, steps=1, eval_every=1))
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}
+    store = open_store(tmp_path / "S")
+    row = store.rows()[0]
+    old = {k: v for k, v in row["config"].items() if k != "length_grouping"}  # as an older version wrote it
+    with store.engine.begin() as c:
+        c.exec_driver_sql("UPDATE trials SET config = ? WHERE key = ?", (json.dumps(old), row["key"]))
+    with pytest.raises(ConfigError, match="length_grouping"):
+        run_sweep(s, tmp_path / "S", progress=False)

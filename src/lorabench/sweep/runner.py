@@ -137,6 +137,14 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
     recorded = store.get_meta("sweep")
     if recorded is not None and recorded["base"] != sweep.base:
         raise ConfigError(f"{out}: holds a sweep of another base config; use a new folder")
+    known = store.rows()
+    if known:  # trials recorded by a lorabench whose run config had other fields would not match by key
+        old = known[0]["config"]
+        now = validate(old, f"{out}: trial {known[0]['key']}").dump()
+        if set(now) != set(old):
+            raise ConfigError(f"{out}: its trials were recorded with other run-config fields "
+                              f"({', '.join(sorted(set(now) ^ set(old)))}); resume it with the lorabench "
+                              "that made it, or use a new folder")
     store.set_meta("sweep", sweep.dump())
     store.set_meta("strategy", strategy)
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
