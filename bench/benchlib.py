@@ -12,6 +12,7 @@ import importlib.metadata as md
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -121,6 +122,17 @@ def machine(device: torch.device) -> dict[str, Any]:
     return {"device": device_info(device), "cpu_model": cpu_model(), "memory_gib": memory_total_gib(),
             "versions": all_versions(), "git": git_commit(), "host": platform.node(),
             "platform": platform.platform()}
+
+
+def lorabench_cli() -> str:
+    """The ``lorabench`` command of the running Python environment."""
+    return str(Path(sys.executable).with_name("lorabench"))
+
+
+def stamp(device: torch.device) -> dict[str, Any]:
+    """The provenance every result file carries: the exact command, the machine and the date."""
+    return {"command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "machine": machine(device),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from benchlib import BenchError, machine, run_main, write_json  # noqa: E402
+from benchlib import BenchError, lorabench_cli, run_main, stamp, write_json  # noqa: E402
 
 CASES: dict[str, dict[str, Any]] = {
     "minilm-cls": {
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         raise BenchError(f"case {args.case} needs a CUDA GPU")
     if args.steps:
         case["set"].update(steps=args.steps, eval_every=args.steps)
-    cli = str(Path(sys.executable).with_name("lorabench"))
+    cli = lorabench_cli()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -130,9 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "sequential_train_s": sum(r["train_seconds"] for r in rows),
         "fused_train_s": sum(r["fused_train_seconds_share"] for r in rows),
         "all_same_final": all(r["same_final"] for r in rows), "max_rel_loss_diff": max(r["max_rel_loss_diff"] for r in rows),
-        "rows": rows, "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "machine": machine(torch.device("cuda" if case["gpu"] else "cpu")),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "rows": rows, **stamp(torch.device("cuda" if case["gpu"] else "cpu")),
     }
     result["train_ratio"] = result["fused_train_s"] / result["sequential_train_s"]
     print(f"{args.case}: {len(rows)} trials of {args.method}")

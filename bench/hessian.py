@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from benchlib import BenchError, machine, run_main, write_json  # noqa: E402
+from benchlib import BenchError, lorabench_cli, run_main, stamp, write_json  # noqa: E402
 
 CASES = {
     "minilm-cpu": {"config": "configs/sst2-minilm.yaml", "sets": [], "layers": "0", "modules": "query",
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     case = CASES[args.case]
     if case["gpu"] and not torch.cuda.is_available():
         raise BenchError(f"case {args.case} needs a CUDA GPU")
-    cli = str(Path(sys.executable).with_name("lorabench"))
+    cli = lorabench_cli()
     rows = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         for cache in ([True] if args.no_recompute else [True, False]):
@@ -78,9 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"λ_min {row['lambda_min']:.6g}  {row['hvps']} HVPs  {row['seconds_per_hvp']:.2f} s/HVP  "
                   f"{row['block_seconds']:.1f} s per block{'' if row['converged'] else '  (not converged)'}")
     result = {"kind": "hessian", "case": args.case, "description": case["description"], "samples": args.samples,
-              "rows": rows, "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-              "machine": machine(torch.device("cuda" if case["gpu"] else "cpu")),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+              "rows": rows, **stamp(torch.device("cuda" if case["gpu"] else "cpu"))}
     out = BENCH / "results" / f"hessian-{args.case}.json"
     write_json(out, result)
     print(f"wrote {out}")

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -24,7 +22,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from benchlib import BenchError, machine, run_main, write_json  # noqa: E402
+from benchlib import BenchError, lorabench_cli, run_main, stamp, write_json  # noqa: E402
 
 from lorabench.methods import methods as method_names  # noqa: E402
 
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         raise BenchError("this benchmark needs a CUDA GPU")
     methods = args.methods.split(",") if args.methods else method_names()
-    cli = str(Path(sys.executable).with_name("lorabench"))
+    cli = lorabench_cli()
     rows = []
     for method in methods:
         for ckpt in (False, True):
@@ -63,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{method:<9} checkpointing={'on ' if ckpt else 'off'}  {row['peak_memory_mb']:8.0f} MB  "
                   f"{'under' if row['under_budget'] else 'OVER'} 8 GB  {row['samples_per_second']:.1f} samples/s")
     result = {"kind": "memory", "case": "tinyllama1b", "budget_mb": BUDGET_MB, "settings": SETS, "rows": rows,
-              "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-              "machine": machine(torch.device("cuda")), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+              **stamp(torch.device("cuda"))}
     out = BENCH / "results" / "memory-tinyllama1b.json"
     write_json(out, result)
     print(f"wrote {out}")

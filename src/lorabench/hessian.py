@@ -56,6 +56,7 @@ from torch import nn
 from . import data as D
 from .config import RunConfig
 from .errors import ConfigError
+from .measure import free_memory, used_memory
 from .prepare import Prepared, prepare
 from .train import loss_sum, loss_tokens
 
@@ -210,14 +211,14 @@ class Objective:
         if self.cache is False:
             return None
         device = params[0].device
-        budget = _free_memory(device) / 2
-        start = _used_memory(device)
+        budget = free_memory(device) / 2
+        start = used_memory(device)
         total = sum(b["input_ids"].numel() for b in self.batches)
         graphs, done = [], 0
         for b in self.batches:
             graphs.append(self._grad(b, params))
             done += b["input_ids"].numel()
-            if self.cache is None and (_used_memory(device) - start) / done * total > budget:
+            if self.cache is None and (used_memory(device) - start) / done * total > budget:
                 return None  # would not fit: recompute per product
         self._graphs, self.cached = graphs, True
         return graphs
@@ -237,22 +238,6 @@ class Objective:
                 if h is not None:
                     o += h
         return out
-
-
-def _free_memory(device: torch.device) -> float:
-    if device.type == "cuda":
-        return float(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
-    return float(psutil.virtual_memory().available)
-
-
-def _used_memory(device: torch.device) -> float:
-    if device.type == "cuda":
-        return float(torch.cuda.memory_allocated(device))
-    import psutil
-
-    return float(psutil.Process().memory_info().rss)
 
 
 class BlockOperator:

@@ -47,3 +47,21 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes free for new work: the GPU's free memory on CUDA, else the machine's available memory."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
+def used_memory(device: torch.device) -> float:
+    """Bytes in use now: tensors allocated on CUDA, else this process's resident set."""
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    import psutil
+
+    return float(psutil.Process().memory_info().rss)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import merge, validate
 from ..errors import ConfigError
+from ..measure import free_memory
 from ..files import atomic_write_text
 from .config import Sweep
 from .executors import run_local, run_ray
@@ -27,6 +28,8 @@ from .store import DONE, Store, default_url
 from .strategies import STRATEGIES
 
 if TYPE_CHECKING:
+    import torch
+
     from ..hessian import HessianConfig
 
 
@@ -104,15 +107,12 @@ def fused_tasks(rows: list[dict[str, Any]], fuse: int | None, free_bytes: float 
     return tasks
 
 
-def free_memory(device: str) -> float:
-    """Bytes free for trials: the GPU's free memory when trials run there, else the machine's available memory."""
+def trial_device(sweep: Sweep) -> torch.device:
+    """Where the trials will run: CUDA unless the base config asks for the CPU or none is present."""
     import torch
 
-    if device != "cpu" and torch.cuda.is_available():
-        return float(torch.cuda.mem_get_info()[0])
-    import psutil
-
-    return float(psutil.virtual_memory().available)
+    on_gpu = validate(sweep.base, sweep.source).device != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")
 
 
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
@@ -161,7 +161,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             pending = [rows[s.key] for s in proposals if rows[s.key]["status"] == "pending"]
             if not pending:
                 break
-            free = None if fuse is not None else free_memory(str(sweep.base.get("device", "auto"))) / max(1, workers)
+            free = None if fuse is not None else free_memory(trial_device(sweep)) / max(1, workers)
             tasks = fused_tasks(pending, fuse, free)
             if executor == "ray":
                 run_ray(url, str(out), tasks, address=address, num_cpus=sweep.cfg.execution.num_cpus,
