@@ -18,22 +18,23 @@ FILL = ["the", "film", "movie", "story", "is", "a", "very", "acting", "plot", "a
 REAL_DATA = Path(os.environ.get("LORABENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/sst2")
 
 
-def synthetic_rows(n: int, seed: int) -> list[tuple[str, int]]:
-    """Sentences whose label is given by one sentiment word among filler words."""
+def synthetic_rows(n: int, seed: int, varied: bool = False) -> list[tuple[str, int]]:
+    """Sentences whose label is given by one sentiment word among filler words (4 of them, or 0 to 11 if
+    ``varied``, so that batches of different examples have different widths)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         y = rng.randint(0, 1)
-        words = rng.sample(FILL, 4) + [rng.choice(POS if y else NEG)]
+        words = rng.sample(FILL, rng.randint(0, len(FILL) - 1) if varied else 4) + [rng.choice(POS if y else NEG)]
         rng.shuffle(words)
         rows.append((" ".join(words), y))
     return rows
 
 
-def write_glue(folder: Path, n_train: int = 400, n_dev: int = 64) -> Path:
+def write_glue(folder: Path, n_train: int = 400, n_dev: int = 64, varied: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, n, seed in (("train.tsv", n_train, 1), ("dev.tsv", n_dev, 2)):
-        body = "".join(f"{s}\t{y}\n" for s, y in synthetic_rows(n, seed))
+        body = "".join(f"{s}\t{y}\n" for s, y in synthetic_rows(n, seed, varied))
         (folder / name).write_text("sentence\tlabel\n" + body, encoding="utf-8")
     return folder
 
@@ -56,6 +57,12 @@ def one_thread():
 @pytest.fixture(scope="session")
 def glue_dir(tmp_path_factory) -> Path:
     return write_glue(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture(scope="session")
+def varied_glue_dir(tmp_path_factory) -> Path:
+    """Like ``glue_dir``, with sentences of 1 to 12 words."""
+    return write_glue(tmp_path_factory.mktemp("glue-varied"), varied=True)
 
 
 @pytest.fixture(scope="session")

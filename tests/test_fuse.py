@@ -25,6 +25,20 @@ def config(head, glue_dir, tiny_bert_dir, *sets: str):
                               "max_grad_norm=null", "save_adapter=false", *sets])
 
 
+def prepare_widths(cfg, step: int) -> list[int]:
+    """The widths of a run's micro-batches at optimizer step ``step`` (0-based), as the loop collates them."""
+    from lorabench import data as D
+    from lorabench.prepare import train_order
+
+    p = prepare(cfg)
+    order = train_order(p.train, cfg)
+    for _ in range(step):
+        next(order)
+    idx = next(order)
+    return [D.collate(p.train, idx[j : j + cfg.batch_size], p.tokenizer.pad_token_id)["input_ids"].shape[1]
+            for j in range(0, len(idx), cfg.batch_size)]
+
+
 def losses(folder) -> list[float]:
     return [json.loads(x)["loss"] for x in (folder / "metrics.jsonl").read_text().splitlines()]
 
@@ -41,12 +55,15 @@ def assert_same(fused: dict, alone: dict, fused_dir, alone_dir) -> None:
 
 
 @pytest.mark.parametrize("head,method", [("cls", "lora"), ("lm", "lora"), ("cls", "dora"), ("lm", "loraplus")])
-def test_fused_runs_equal_the_same_runs_alone(head, method, glue_dir, tiny_bert_dir, tmp_path):
-    """Different learning rates and seeds in one group. On the classifier, lr = 30 diverges and is dropped while
-    the others go on (the tiny random Llama's loss saturates instead of diverging)."""
+def test_fused_runs_equal_the_same_runs_alone(head, method, varied_glue_dir, tiny_bert_dir, tmp_path):
+    """Different learning rates and seeds in one group, on sentences of varied lengths (so the seeds' micro-batches
+    have different widths). On the classifier, lr = 30 diverges and is dropped while the others go on (the tiny
+    random Llama's loss saturates instead of diverging)."""
     variants = [["lr=3e-3"], ["lr=1e-2"], ["lr=3e-3", "seed=1"]] + ([["lr=30"]] if head == "cls" else [])
-    cfgs = [config(head, glue_dir, tiny_bert_dir, f"method={method}", *v) for v in variants]
+    cfgs = [config(head, varied_glue_dir, tiny_bert_dir, f"method={method}", *v) for v in variants]
     assert len({fuse_key(c) for c in cfgs}) == 1
+    widths = [[prepare_widths(c, step) for c in (cfgs[0], cfgs[2])] for step in range(3)]
+    assert any(w0 != w1 for w0, w1 in widths)  # the two seeds' micro-batches differ in width
     dirs = [tmp_path / f"fused{i}" for i in range(len(cfgs))]
     fused = run_group(cfgs, dirs, progress=False, log=lambda m: None)
     assert [r["status"] for r in fused] == ["ok", "ok", "ok", "diverged"][: len(cfgs)]

@@ -186,18 +186,25 @@ def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
     assert sorted(c["lr_b"] for c in row["curve"]) == [1e-3, 1e-2]
 
 
-def test_fused_sweep_equals_the_unfused_one(tmp_path, glue_dir):
+def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
+    """Two seeds and two learning rates of the tiny Llama on sentences of varied lengths (the seeds' micro-batches
+    differ in width): ``--fuse auto`` and ``--fuse 3`` give every trial the metrics of ``--fuse 1``."""
     from lorabench.sweep.runner import fused_tasks
 
-    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2], "seeds": [0, 1]}))
+    s = load_sweep(write_sweep(tmp_path, varied_glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2], "seeds": [0, 1]}))
     assert run_sweep(s, tmp_path / "one", fuse=1, progress=False) == {"ok": 4}
+    assert run_sweep(s, tmp_path / "auto", fuse=None, progress=False) == {"ok": 4}
     assert run_sweep(s, tmp_path / "three", fuse=3, progress=False) == {"ok": 4}
+    auto = {r["key"]: r["result"] for r in open_store(tmp_path / "auto").rows()}
+    assert sorted(r["fused"] for r in auto.values()) == [4, 4, 4, 4]
 
     def trials(folder):
         return {r["key"]: r["result"] for r in open_store(folder).rows()}
 
     one, three = trials(tmp_path / "one"), trials(tmp_path / "three")
-    assert one.keys() == three.keys()
+    assert one.keys() == three.keys() == auto.keys()
+    for k in one:
+        assert one[k]["final"] == auto[k]["final"] and one[k]["tokens_seen"] == auto[k]["tokens_seen"]
     assert sorted(r["fused"] for r in one.values()) == [1, 1, 1, 1]
     assert sorted(r["fused"] for r in three.values()) == [1, 3, 3, 3]
     for k in one:

@@ -72,6 +72,12 @@ def _stack(batches: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, tor
             "labels": torch.cat([b["labels"] for b in batches])}
 
 
+def _split(batch: dict[str, torch.Tensor], sizes: list[int]) -> list[dict[str, torch.Tensor]]:
+    """The runs' rows of a stacked micro-batch, each at the stacked width (its logits' width)."""
+    cols = {k: v.split(sizes) for k, v in batch.items()}
+    return [{k: parts[i] for k, parts in cols.items()} for i in range(len(sizes))]
+
+
 def train_step(optimizers: list[torch.optim.Optimizer], schedulers: list[Any],
                micro_batches: list[list[dict[str, torch.Tensor]]], *, forward: Callable[..., Any], head: str,
                max_grad_norm: float | None, autocast: bool, pad_id: int) -> list[StepStats]:
@@ -88,14 +94,16 @@ def train_step(optimizers: list[torch.optim.Optimizer], schedulers: list[Any],
         stacked = parts[0] if len(parts) == 1 else _stack(list(parts), pad_id)
         with torch.autocast(stacked["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = forward(stacked, sizes)
-            sums = [loss_of_logits(lg, b, head) for lg, b in zip(logits.split(sizes), parts)]
+            sums = [loss_of_logits(lg, b, head) for lg, b in zip(logits.split(sizes), _split(stacked, sizes))]
         sum(s / n for s, n in zip(sums, ns)).backward()
         for k, s in enumerate(sums):
             totals[k] += s.item()
     out = []
     for k, (opt, sched) in enumerate(zip(optimizers, schedulers)):
         params = [p for g in opt.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
+        own_clip = getattr(opt, "clip_grad_norm_", None)  # an optimizer that clips what it applies (LoFT)
+        norm = own_clip(max_grad_norm) if own_clip else \
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
