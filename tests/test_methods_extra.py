@@ -277,33 +277,113 @@ def test_loft_alternates_b_then_a_and_keeps_moments_finite():
     assert min(losses[1:]) < losses[0]
 
 
-def test_loft_full_rank_limit_is_adamw():
-    """Square, invertible factors (r = m = n, so P_A = P_B = I): W0 + s·B A follows AdamW on W, step after step."""
-    torch.manual_seed(2)
-    m = 6
-    W0, T = torch.randn(m, m), torch.randn(m, m)
-    A = nn.Parameter(torch.linalg.qr(torch.randn(m, m))[0])
-    B = nn.Parameter(0.5 * torch.linalg.qr(torch.randn(m, m))[0])  # not 0: AdamW's first step sign(G) may be singular
-    W = nn.Parameter((W0 + S * B @ A).detach().clone())
-    loft = LoftAdamW([A, B], [(A, B, S)], lr=0.1)
-    adamw = torch.optim.AdamW([W], lr=0.1, weight_decay=0.0)
-    for _ in range(10):
-        for opt, w in ((loft, W0 + S * B @ A), (adamw, W)):
-            (0.5 * (w - T).pow(2).sum()).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        torch.testing.assert_close((W0 + S * B @ A).detach(), W.detach(), atol=5e-4, rtol=1e-3)
-    assert (W - W0).abs().max() > 0.5  # it really moved
-    assert factor_state_finite(loft)
+def authors_loft(a, b, grad_fn, steps, *, lr, eps=1e-4, wd=1e-2, betas=(0.9, 0.999), max_norm=1.0):
+    """An independent float64 transcription of the authors' LoFTAdamW loop and clipping for one (A, B) pair at s = 1
+    (tnurbek/loft, as vendored by the study): per step, clip by the projected full gradient of the moving factor,
+    then A, then B, each rescaled with the other's current value, its moments re-projected onto the other's change
+    since it was last processed, and the moving one decayed (p − wd·p) and stepped."""
+    b1, b2 = betas
+    p = {"A": a.double().clone(), "B": b.double().clone()}
+    st = {"A": {"step": 0, "m": torch.zeros_like(p["A"]), "P": torch.zeros(a.shape[1], a.shape[0], a.shape[0],
+                                                                            dtype=torch.float64)},
+          "B": {"step": 0, "m": torch.zeros_like(p["B"]), "P": torch.zeros(b.shape[0], b.shape[1], b.shape[1],
+                                                                            dtype=torch.float64)}}
+    old, update_a, trace = {}, False, []
+
+    def rescale(name, g):
+        o = p["B"] if name == "A" else p["A"]
+        if name == "A":
+            sc = torch.linalg.inv(o.T @ o + 1e-6 * torch.eye(o.shape[1], dtype=o.dtype))
+            return sc @ g, sc
+        sc = torch.linalg.inv(o @ o.T + 1e-8 * torch.eye(o.shape[0], dtype=o.dtype))
+        return g @ sc, sc
+
+    for _ in range(steps):
+        g = dict(zip("AB", (x.double() for x in grad_fn(p["A"].float(), p["B"].float()))))
+        mover = "A" if update_a else "B"
+        gm, _ = rescale(mover, g[mover])
+        full = p["B"] @ gm if mover == "A" else gm @ p["A"]
+        coef = min(1.0, max_norm / (full.norm().item() + 1e-6))
+        g = {k: v * coef for k, v in g.items()}
+        for name in ("A", "B"):
+            other = "B" if name == "A" else "A"
+            s, o = st[name], p[other]
+            grad, sc = rescale(name, g[name])
+            if other in old:
+                if name == "A":
+                    R = sc @ (o.T @ old[other])
+                    s["m"], s["P"] = R @ s["m"], R.T[None] @ s["P"] @ R[None]
+                else:
+                    R = (old[other] @ o.T) @ sc
+                    s["m"], s["P"] = s["m"] @ R, R[None] @ s["P"] @ R.T[None]
+            old[other] = o.clone()
+            s["step"] += 1
+            s["m"] = b1 * s["m"] + (1 - b1) * grad
+            vec = grad.T if name == "A" else grad
+            s["P"] = b2 * s["P"] + (1 - b2) * vec[:, :, None] @ vec[:, None, :]
+            if name != mover:
+                continue
+            bc1, bc2 = 1 - b1 ** s["step"], 1 - b2 ** s["step"]
+            p[name] = p[name] - wd * p[name]
+            T = o.T if name == "A" else o  # r × (m or n)
+            v = (T[None] * (s["P"] @ T)).sum(1).clamp(min=0)
+            if name == "A":
+                upd = (o @ s["m"]) / ((v.T / bc2).sqrt() + eps)
+                p[name] = p[name] - lr / bc1 * (sc @ (o.T @ upd))
+            else:
+                upd = (s["m"] @ o) / ((v / bc2).sqrt() + eps)
+                p[name] = p[name] - lr / bc1 * ((upd @ o.T) @ sc)
+        update_a = not update_a
+        trace.append((p["A"].clone(), p["B"].clone()))
+    return trace
 
 
-def test_loft_classifier_head_gets_plain_adamw(tiny_bert_dir):
+def test_loft_follows_the_authors_update_rule_with_their_eps_and_decay():
+    """Eight steps of LoftAdamW (defaults: ε = 1e-4, decay 1e-2 the authors' way, clipping by the projected
+    gradient) against the transcription above, from LoRA's init (B = 0), on a least-squares loss in W."""
+    torch.manual_seed(3)
+    m, n, r = 7, 5, 2
+    W0, X, Y = torch.randn(m, n), torch.randn(16, n), torch.randn(16, m)
+    A, B = nn.Parameter(torch.randn(r, n) / n**0.5), nn.Parameter(torch.zeros(m, r))
+
+    def loss(a, b):
+        return 0.5 * (X @ (W0 + b @ a).T - Y).pow(2).mean()
+
+    def grad_fn(a, b):
+        a, b = a.detach().requires_grad_(), b.detach().requires_grad_()
+        return torch.autograd.grad(loss(a, b), (a, b))
+
+    want = authors_loft(A.detach(), B.detach(), grad_fn, 8, lr=0.05)
+    opt = LoftAdamW([A, B], [(A, B, 1.0)], lr=0.05)
+    assert opt.defaults["eps"] == 1e-4 and opt.defaults["weight_decay"] == 1e-2
+    for step in range(8):
+        loss(A, B).backward()
+        opt.clip_grad_norm_(1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.testing.assert_close(A.detach().double(), want[step][0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(B.detach().double(), want[step][1], atol=1e-5, rtol=1e-4)
+    assert B.abs().max() > 0.05 and loss(A, B) < 0.9 * loss(want[0][0].float(), torch.zeros(m, r))
+
+
+def test_loft_options_default_to_what_the_study_ran(tiny_bert_dir):
+    _, model = adapted("loft")
+    opt = lorabench.build_optimizer(model, "loft", lr=1e-3)
+    assert all(g["eps"] == 1e-4 and g["weight_decay"] == 1e-2 for g in opt.param_groups)
+    opt = lorabench.build_optimizer(model, "loft", lr=1e-3, loft_eps=1e-8, loft_weight_decay=0.0)
+    assert all(g["eps"] == 1e-8 and g["weight_decay"] == 0.0 for g in opt.param_groups)
+    with pytest.raises(ConfigError, match="weight_decay: loft"):
+        lorabench.build_optimizer(model, "loft", lr=1e-3, weight_decay=0.1)
+
+
+def test_loft_classifier_head_gets_the_authors_plain_adam(tiny_bert_dir):
+    """The head's branch: Adam with ε = 1e-4 and p ← p − wd·p, i.e. torch's AdamW with weight decay wd / lr."""
     _, model = adapted("loft", bert_classifier(tiny_bert_dir))
-    opt = lorabench.build_optimizer(model, "loft", lr=1e-3, weight_decay=0.1)
+    opt = lorabench.build_optimizer(model, "loft", lr=1e-3)
     head = {n: p for n, p in model.named_parameters() if p.requires_grad and "classifier" in n}
     assert head and not any("lora" in n for n in head)
     twins = {n: nn.Parameter(p.detach().clone()) for n, p in head.items()}
-    ref_opt = torch.optim.AdamW(list(twins.values()), lr=1e-3, weight_decay=0.1)
+    ref_opt = torch.optim.AdamW(list(twins.values()), lr=1e-3, eps=1e-4, weight_decay=1e-2 / 1e-3)
     x = tokens()
     batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": torch.tensor([0, 1, 1])}
     model.train()
