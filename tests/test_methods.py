@@ -101,8 +101,10 @@ def test_lora_xs_trains_only_r_by_r_and_starts_at_base():
         xs = layer.lora_A[ADAPTER]
         B, A, R = layer.lora_B[ADAPTER].weight, xs.weight, xs.mix
         assert not A.requires_grad and not B.requires_grad and R.requires_grad
-        torch.testing.assert_close(B @ A, top_r(W, RANK), atol=1e-5, rtol=0)  # B = U_r S_r, A = V_rᵀ
-        torch.testing.assert_close(A @ A.T, torch.eye(RANK), atol=1e-5, rtol=0)
+        torch.testing.assert_close(B @ A, top_r(W, RANK), atol=1e-5, rtol=0)  # B = U_r, A = S_r V_rᵀ
+        torch.testing.assert_close(B.T @ B, torch.eye(RANK), atol=1e-5, rtol=0)  # the authors' code: S on A
+        s = torch.linalg.svdvals(W)[:RANK]
+        torch.testing.assert_close(A @ A.T, torch.diag(s**2), atol=1e-4, rtol=1e-4)
         assert R.abs().max() < 1e-4  # N(0, 1e-5²)
         torch.testing.assert_close(layer.get_base_layer().weight, W)  # the base is not modified
         with torch.no_grad():

@@ -140,17 +140,20 @@ def test_residual_keeps_the_base_dtype(method):
 
 # ----------------------------------------------------------------------------------------------------- Init[AB]
 
-def test_init_ab_factors_are_uniform_within_their_fan_in_bounds():
-    _, model = adapted("init_ab")
-    for _, layer in layers_of(model):
+def test_init_ab_factors_are_uniform_within_the_layers_fan_in_bound():
+    """The study's draw: A and B ~ U(±1/√d_in) with d_in the adapted layer's input width, W_res + s·B A = W."""
+    ref, model = adapted("init_ab")
+    for name, layer in layers_of(model):
         A, B = factors(layer)
         r, d_in = A.shape
         assert r == RANK and B.shape[1] == RANK
-        for M, fan_in in ((A, d_in), (B, r)):  # documented: fan_in = d_in for A, r for B
-            bound = 1 / math.sqrt(fan_in)
+        bound = 1 / math.sqrt(d_in)
+        for M in (A, B):
             assert M.abs().max() <= bound and M.abs().max() > 0.9 * bound
             assert M.std() > 0.8 * bound / math.sqrt(3)  # U(-b, b) has std b/√3; not zero, not squeezed
             assert abs(M.mean()) < 0.2 * bound
+        torch.testing.assert_close(layer.get_base_layer().weight + delta(layer), original_weight(ref, name),
+                                   atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------------------- OLoRA

@@ -1,15 +1,20 @@
-"""Init[AB]: both factors random, the base compensated ("Better Call LoRA" SST-2 study; the Init[A] / Init[B]
-schemes of Hayou, Ghosh, Yu 2024, "The Impact of Initialization on LoRA Finetuning Dynamics", arXiv:2406.08447,
-with neither factor at zero).
+"""Init[AB]: both factors random, the base compensated, as the "Learning Rate Matters" study ran it (its
+``run-lora/utils/init_AB_util.py``, ``AB_1_1_RESET``; also the SST-2 study's Init[AB]).
 
-    A ~ U(−1/√d_in, 1/√d_in),   B ~ U(−1/√r, 1/√r),   W_res = W − s·B A,   s = α/r
+    A ~ U(−1/√d_in, 1/√d_in),   B ~ U(−1/√d_in, 1/√d_in),   W_res = W − s·B A,   s = α/r
 
-The bound is 1/√fan_in with fan_in the factor's own input dimension: d_in (the layer's in_features) for
-A ∈ R^{r×d_in}, and r for B ∈ R^{d_out×r}. That is PyTorch's default ``nn.Linear`` init (Kaiming-uniform,
-a = √5), the same draw as PEFT's A; B gets the same rule instead of zeros. Since s·B A ≠ 0, the frozen weight
-is replaced by W_res (formed in float32, stored in W's dtype), so W_res + s·B A = W and the model output is
-unchanged at step 0. No PEFT init does this; lorabench's own code after PEFT injects plain LoRA layers.
-The saved adapter (PEFT format) applies to W_res, not to W, as for PiSSA here.
+Both bounds use the layer's input width d_in (``in_features``), the fan-in of A and of the adapted layer:
+the study's magnitudes 1 and 1 times 1/√fan_in. A gets PEFT's draw range (Kaiming-uniform with a = √5 is
+U(±1/√d_in) for A ∈ R^{r×d_in}); B gets the same range instead of zeros. Other readings differ: the Init[A]
+/ Init[B] schemes of Hayou, Ghosh, Yu 2024 ("The Impact of Initialization on LoRA Finetuning Dynamics",
+arXiv:2406.08447) draw each non-zero factor with its own fan-in, which for B ∈ R^{d_out×r} is
+U(±1/√r): √(d_in / r) times larger (6.9× for MiniLM at r = 8), and with it a far larger curvature at
+init. The study's form is implemented.
+
+Since s·B A ≠ 0, the frozen weight is replaced by W_res (formed in float32, stored in W's dtype), so
+W_res + s·B A = W and the model output is unchanged at step 0. No PEFT init does this; lorabench's own
+code after PEFT injects plain LoRA layers. The saved adapter (PEFT format) applies to W_res, not to W,
+as for PiSSA here.
 """
 
 import math
@@ -22,21 +27,21 @@ from .base import ADAPTER, Calibration, Method, lora_layers, set_with_residual
 from .registry import register
 
 
-def uniform_fan_in(rows: int, fan_in: int, device: torch.device) -> torch.Tensor:
-    """A rows × fan_in matrix ~ U(−1/√fan_in, 1/√fan_in)."""
+def uniform(shape: tuple[int, int], fan_in: int, device: torch.device) -> torch.Tensor:
+    """A matrix of ``shape`` ~ U(−1/√fan_in, 1/√fan_in)."""
     bound = 1 / math.sqrt(fan_in)
-    return torch.empty(rows, fan_in, device=device).uniform_(-bound, bound)
+    return torch.empty(shape, device=device).uniform_(-bound, bound)
 
 
 @register
 class InitAB(Method):
     name = "init_ab"
-    summary = "Init[AB]: A, B ~ U(±1/√fan_in), frozen W_res = W − s·B A"
-    paper = "SST-2 study ('Better Call LoRA'); cf. Hayou et al. 2024, arXiv:2406.08447"
+    summary = "Init[AB]: A, B ~ U(±1/√d_in), frozen W_res = W − s·B A"
+    paper = "the 'Learning Rate Matters' study's Init[AB]; cf. Hayou et al. 2024, arXiv:2406.08447"
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
         for _, layer in lora_layers(model):
             a = layer.lora_A[ADAPTER].weight
             r, d_in = a.shape
             d_out = layer.lora_B[ADAPTER].weight.shape[0]
-            set_with_residual(layer, uniform_fan_in(r, d_in, a.device), uniform_fan_in(d_out, r, a.device))
+            set_with_residual(layer, uniform((r, d_in), d_in, a.device), uniform((d_out, r), d_in, a.device))
