@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -13,7 +14,6 @@ from lorabench import data as D
 from lorabench.adapters import count_trainable, targeted_linears
 from lorabench.errors import ConfigError
 from lorabench.methods import ADAPTER, lora_layers
-from lorabench.methods.gralora import resolve_k
 from lorabench.methods.lora_ga import STABLE_GAMMA, estimate_gradients
 from lorabench.methods.loft import LoftAdamW
 from lorabench.methods.randlora import layer_dims, lora_count, randlora_count
@@ -140,6 +140,73 @@ def test_lora_ga_on_a_classifier(tiny_bert_dir):
                                    atol=1e-5, rtol=0)
 
 
+def overlap(p: torch.Tensor, q: torch.Tensor) -> float:
+    """‖P Q‖²_F / rank for orthogonal projectors of one rank: the mean squared cosine of their principal angles."""
+    return float((p @ q).pow(2).sum() / torch.trace(q))
+
+
+def lora_ga_run(glue_dir, tiny_bert_dir):
+    return lorabench.load_config(None, [f"model.name={tiny_bert_dir}", "model.head=cls", f"data.dir={glue_dir}",
+                                        "data.n_train=64", "data.n_eval=8", "method=lora_ga", "rank=4",
+                                        "lora_ga_samples=16", "batch_size=4", "grad_accum=2", "device=cpu"])
+
+
+def adapter_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {n: (layer.lora_A[ADAPTER].weight.detach().clone(), layer.lora_B[ADAPTER].weight.detach().clone())
+            for n, layer in lora_layers(model)}
+
+
+def test_lora_ga_calibration_sees_the_dropout_free_training_objective(glue_dir, tiny_bert_dir, monkeypatch):
+    """The tiny BERT has dropout 0.1, which training silences (base_dropout: false). (1) Whatever the RNG state
+    when the gradient is estimated, the init is the same: no dropout mask enters it. (2) A and B span the top
+    singular directions of the dropout-free gradient of the run's first 16 examples, computed here by autograd."""
+    lora_ga = importlib.import_module("lorabench.methods.lora_ga")
+    from lorabench.models import load_model
+    from lorabench.prepare import prepare, train_order
+
+    cfg = lora_ga_run(glue_dir, tiny_bert_dir)
+    real = lora_ga.estimate_gradients
+    inits = []
+    for rng_seed in (11, 12):
+        def reseeded(*args, seed=rng_seed, **kwargs):
+            torch.manual_seed(seed)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(lora_ga, "estimate_gradients", reseeded)
+        inits.append(adapter_factors(prepare(cfg).model))
+    monkeypatch.setattr(lora_ga, "estimate_gradients", real)
+    for name in inits[0]:
+        for x, y in zip(inits[0][name], inits[1][name]):
+            assert torch.equal(x, y), name
+
+    p = prepare(cfg)
+    torch.manual_seed(cfg.seed)
+    ref, tok = load_model(cfg.model)  # the same base and head init, in eval mode: no dropout
+    ref.eval()
+    assert any(isinstance(m, nn.Dropout) and m.p > 0 for m in ref.modules())
+    for q in ref.parameters():
+        q.requires_grad_(False)
+    linears = dict(targeted_linears(ref, "all-linear"))
+    for lin in linears.values():
+        lin.weight.requires_grad_(True)
+    order = train_order(p.train, cfg)
+    idx = next(order) + next(order)  # the run's first two effective batches of 8
+    assert len(set(idx)) == 16
+    batch = D.collate(p.train, idx, tok.pad_token_id)
+    (loss_sum(ref, batch, "cls") / len(idx)).backward()
+    checked = 0
+    for name, (A, B) in adapter_factors(p.model).items():
+        U, sv, Vh = torch.linalg.svd(linears[name.removeprefix("base_model.model.")].weight.grad.double(),
+                                     full_matrices=False)
+        if min(sv[3] - sv[4], sv[7] - sv[8]) < 1e-7 * sv[0]:
+            continue  # singular subspaces ill-conditioned in float32 (the pooler's gradient: rank ≈ 2, from 2 classes)
+        checked += 1
+        # subspace overlap ‖P P_ref‖²_F / r: 1 when equal (float32 gradients: ≥ 0.99); with dropout it is far lower
+        assert overlap(projector(A), projector(Vh[:4])) > 0.99, name
+        assert overlap(projector(B.T), projector(U[:, 4:8].T)) > 0.99, name
+    assert checked >= 12  # of 13 adapted layers
+
+
 def test_lora_ga_needs_calibration():
     with pytest.raises(ConfigError) as err:
         lorabench.adapt(base_model(), "lora_ga", rank=RANK, alpha=ALPHA)
@@ -181,7 +248,7 @@ def test_gralora_starts_at_base_and_matches_the_block_formula():
     for name, layer in layers:
         d_out, d_in = original(ref, name).weight.shape
         k = layer.gralora_k[ADAPTER]
-        assert k == resolve_k(RANK, None) == 2
+        assert k == 2
         assert layer.gralora_A[ADAPTER].shape == (k, d_in // k, RANK)
         assert layer.gralora_B[ADAPTER].shape == (k, RANK, d_out // k)
         expected += RANK * (d_in + d_out)  # Σ_ij (r/k)(d_in/k + d_out/k) = r (d_in + d_out)
@@ -196,13 +263,21 @@ def test_gralora_starts_at_base_and_matches_the_block_formula():
     assert count_trainable(model) == expected == 2 * RANK * (128 + 96 + 96 + 128 + 3 * 192)
 
 
-def test_gralora_classifier_count_and_auto_k(tiny_bert_dir):
+def test_gralora_classifier_count(tiny_bert_dir):
     ref, model = adapted("gralora", bert_classifier(tiny_bert_dir))
     torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=0, rtol=0)
     lora_part = sum(RANK * (lin.in_features + lin.out_features) for _, lin in targeted_linears(ref, "all-linear"))
     head = sum(p.numel() for p in ref.classifier.parameters())
     assert count_trainable(model) == lora_part + head
-    assert resolve_k(32, None) == 2 and resolve_k(48, None) == 2 and resolve_k(64, None) == 4
+
+
+def test_gralora_k_is_2_at_every_rank_as_the_study_ran_it():
+    """The study keeps k = 2 at high rank; the option overrides it (here rank 64 on 64-wide layers)."""
+    for options, want in (({}, 2), ({"gralora_k": 4}, 4)):
+        model = lorabench.adapt(base_model(), "gralora", rank=64, alpha=64, target_modules=["q_proj"], **options)
+        ks = [m.gralora_k[ADAPTER] for m in model.modules() if hasattr(m, "gralora_k") and isinstance(m.gralora_k, dict)]
+        assert ks and set(ks) == {want}
+        assert model.peft_config[ADAPTER].gralora_k == want
 
 
 def test_gralora_bad_k_is_a_config_error():
@@ -227,6 +302,25 @@ def test_randlora_matches_lora_count_and_starts_at_base(rank):
     assert got == randlora_count(layer_dims(ref, "all-linear"), r)  # the formula is PEFT's count
     assert lora_params == lora_count(layer_dims(ref, "all-linear"), rank)
     torch.testing.assert_close(logits(model, tokens()), logits(ref, tokens()), atol=0, rtol=0)
+
+
+def test_randlora_scale_is_randlora_alpha_over_r_with_the_studys_default():
+    """s = randlora_alpha / r on every layer (default 640, as the study ran it); with the same λ, γ and bases the
+    update scales with randlora_alpha alone."""
+    deltas = {}
+    for alpha in (None, 1.0):
+        _, model = adapted("randlora", **({} if alpha is None else {"randlora_alpha": alpha}))
+        r = model.peft_config[ADAPTER].r
+        layers = [m for m in model.modules() if hasattr(m, "randlora_lambda") and ADAPTER in m.randlora_lambda]
+        assert layers and all(m.scaling[ADAPTER] == (alpha or 640.0) / r for m in layers)
+        layer, gen = layers[0], torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for t in (layer.randlora_lambda[ADAPTER], layer.randlora_gamma[ADAPTER]):
+                t.copy_(torch.randn(t.shape, generator=gen))
+            x = torch.randn(5, layer.get_base_layer().in_features, generator=gen)
+            deltas[alpha] = layer(x) - layer.get_base_layer()(x)
+    assert deltas[1.0].abs().max() > 0
+    torch.testing.assert_close(deltas[None], 640 * deltas[1.0], rtol=1e-4, atol=1e-5)
 
 
 def test_randlora_on_a_classifier_and_explicit_r(tiny_bert_dir):

@@ -93,11 +93,11 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
     model.to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not cfg.base_dropout:  # before adapt: a data-driven init (LoRA-GA) sees the objective training minimises
+        silence_base_dropout(model)
     torch.manual_seed(cfg.seed)  # adapter init depends on the run seed only
     model = adapt(model, cfg.method, rank=cfg.rank, alpha=cfg.alpha, target_modules=cfg.target_modules,
                   dropout=cfg.dropout, calibration=Calibration(train, cfg, tok.pad_token_id, device), **cfg.options())
-    if not cfg.base_dropout:
-        silence_base_dropout(model)
     optimizer = build_optimizer(model, cfg.method, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options())
     counts = {"train": D.label_counts(train_ex), "dev": D.label_counts(dev_ex)}
     return Prepared(cfg, model, tok, optimizer, train, dev, device, label_ids, files, count_trainable(model), counts)

@@ -9,10 +9,11 @@ so the trainable count equals LoRA's, Σ r · (d_in + d_out) per layer, while Δ
 Every B starts at 0 (A Kaiming-uniform), so ΔW = 0 at step 0.
 
 Built on PEFT's ``GraloraConfig`` (pure GraLoRA: ``hybrid_r = 0``), with the run's target modules, rank, α,
-dropout and ``modules_to_save``. ``gralora_k`` (None: auto) follows PEFT's and the paper's advice: k = 2 for
-r < 64 and k = 4 for r ≥ 64 (the advice names r ≤ 32 and r ≥ 64; ranks in between get k = 2). k must divide
-the rank and both dimensions of every targeted layer; otherwise a ConfigError names the option and the
-layer before anything is injected. GraLoRA layers are not PEFT LoRA layers: ``lora_layers`` does not see them.
+dropout and ``modules_to_save``. ``gralora_k`` defaults to 2 at every rank, as the "Learning Rate Matters"
+study ran it (its ``train.sh``). PEFT's documentation and the paper advise k = 2 for r ≤ 32 and k = 4 for
+r ≥ 64; set ``gralora_k: 4`` for that reading at high rank. k must divide the rank and both dimensions of
+every targeted layer; otherwise a ConfigError names the option and the layer before anything is injected.
+GraLoRA layers are not PEFT LoRA layers: ``lora_layers`` does not see them.
 """
 
 from __future__ import annotations
@@ -28,11 +29,8 @@ from .registry import register
 
 class GraloraOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    gralora_k: int | None = Field(None, ge=1, description="blocks per side; None: 2 if r < 64 else 4")
-
-
-def resolve_k(rank: int, k: int | None) -> int:
-    return k if k is not None else (2 if rank < 64 else 4)
+    gralora_k: int = Field(2, ge=1, description="blocks per side (the study's 2 at every rank; "
+                           "PEFT and the paper advise 4 at r >= 64)")
 
 
 def check_divisible(model: nn.Module, target_modules: str | list[str], rank: int, k: int) -> None:
@@ -57,7 +55,7 @@ class Gralora(Method):
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
         assert isinstance(opts, GraloraOptions)
-        k = resolve_k(rank, opts.gralora_k)
+        k = opts.gralora_k
         check_divisible(model, target_modules, rank, k)
         return GraloraConfig(r=rank, alpha=alpha, gralora_k=k, hybrid_r=0, gralora_dropout=dropout,
                              target_modules=target_modules, task_type=task_type, modules_to_save=modules_to_save)

@@ -11,7 +11,9 @@ vectors, B the next r left ones: the paper's and PEFT's default "ArB2r" split).
 The gradient is that of lorabench's training loss: Σ over the calibration micro-batches of
 ``loss_sum`` divided by the total ``loss_tokens`` (the mean over predicted tokens, or examples, of
 the whole calibration set), taken on the base model (adapter disabled), in train mode as in PEFT
-and the reference code. It is accumulated in float32 as Σ gᵀx from each targeted layer's input x
+and the reference code, on the run's first training examples in the run's order. The base's dropout is
+as training has it: ``prepare`` silences it before the adapter is injected (unless ``base_dropout``),
+so the estimate is the gradient of the very objective the run minimises, free of any dropout mask. It is accumulated in float32 as Σ gᵀx from each targeted layer's input x
 and output gradient g, whatever the model's dtype.
 
 Deliberate deviations from PEFT 0.21.2 (``init_lora_weights="lora_ga"``):

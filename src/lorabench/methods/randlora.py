@@ -16,9 +16,11 @@ the basis rank whose count, Σ_layers ⌈d/r⌉ (r + d), is closest to LoRA's at
 one is more than 5 % away, ConfigError asks for an explicit ``randlora_r``. The count is computed from
 PEFT's layer shapes by formula, with no model built.
 
-Scale. RandLoRA's s = randlora_alpha / r does not share LoRA's meaning of α: its update passes through
-γ = 1 / D and unit-std random bases. The run's α is therefore not used; s = 20 (randlora_alpha = 20 · r),
-PEFT's documented default ratio ("typically 20 times the rank").
+Scale. ΔW carries s = ``randlora_alpha`` / r, PEFT's and the authors' form. RandLoRA's α does not share
+LoRA's meaning (its update passes through unit-std random bases and γ), so the run's α is not used.
+``randlora_alpha`` defaults to 640, what the "Learning Rate Matters" study ran (its ``train.sh``; s = 320 at
+its r = 2), whatever the rank. PEFT documents randlora_alpha = 20·r ("typically 20 times the rank", s = 20),
+and the study's own parameter-count script uses that ratio; the study's training runs did not.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from ..errors import ConfigError
 from .base import Method
 from .registry import register
 
-SCALE = 20
 TOLERANCE = 0.05
 
 
 class RandLoraOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     randlora_r: int | None = Field(None, ge=1, description="random-basis rank; None: match LoRA's trainable count")
+    randlora_alpha: float = Field(640.0, gt=0, description="scale numerator, s = randlora_alpha / r "
+                                  "(the study's value; PEFT suggests 20·r)")
 
 
 def layer_dims(model: nn.Module, target_modules: str | list[str]) -> list[tuple[int, int]]:
@@ -85,5 +88,5 @@ class RandLora(Method):
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
         assert isinstance(opts, RandLoraOptions)
         r = opts.randlora_r or matching_r(layer_dims(model, target_modules), rank)
-        return RandLoraConfig(r=r, randlora_alpha=SCALE * r, randlora_dropout=dropout, target_modules=target_modules,
+        return RandLoraConfig(r=r, randlora_alpha=opts.randlora_alpha, randlora_dropout=dropout, target_modules=target_modules,
                               task_type=task_type, modules_to_save=modules_to_save)
