@@ -92,6 +92,20 @@ def test_eigenvalues_match_the_dense_hessian(glue_dir, tiny_bert_dir):
     assert r["lambda_max"] == r["blocks"][-1]["lambda_max"] and r["summary_block"] == "whole"
 
 
+def test_dora_block_is_lora_a_and_b_unless_magnitude_is_asked(glue_dir, tiny_bert_dir):
+    """The study's block is one module's lora_A and lora_B; DoRA's magnitude m joins it only on request."""
+    p = prepare(bert(glue_dir, tiny_bert_dir, method="dora"), attn_implementation="eager")
+    plain = select_blocks(p.model, HessianConfig(layers=[0]))[0]
+    assert sorted(n.rsplit(".", 2)[0].rsplit(".", 1)[-1] for n, _ in plain.params) == ["lora_A", "lora_B"]
+    assert plain.size == 64
+    with_m = select_blocks(p.model, HessianConfig(layers=[0], magnitude=True))[0]
+    assert with_m.size == 64 + 32 and any("lora_magnitude_vector" in n for n, _ in with_m.params)
+    r = measure_prepared(p, HessianConfig(samples=8, batch_size=3, tol=1e-8, layers=[0]))
+    f, flat0 = reference_loss(p, [n for n, _ in plain.params], 8)
+    ev = np.linalg.eigvalsh(torch.autograd.functional.hessian(f, flat0, vectorize=True).double().numpy())
+    assert r["blocks"][0]["params"] == 64 and r["lambda_max"] == pytest.approx(ev[-1], rel=1e-3)
+
+
 def test_hvp_is_symmetric_token_weighted_and_independent_of_batching(ragged_dir):
     p = prepare(llama(ragged_dir), attn_implementation="eager")
     p.model.eval()

@@ -185,6 +185,9 @@ def hessian(
     tol: Annotated[Optional[float], typer.Option("--tol", help="Relative tolerance (default 1e-3).")] = None,
     maxiter: Annotated[Optional[int], typer.Option("--maxiter", help="Most HVPs per block "
                                                    "(default 200).")] = None,
+    magnitude: Annotated[Optional[bool], typer.Option("--magnitude/--no-magnitude", help="Include DoRA's "
+                                                      "magnitude vector in its blocks (default: no, lora_A and "
+                                                      "lora_B only, as the study).")] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Keep each block's gradient graphs "
                                                   "between products (default: when they fit in half the free "
                                                   "memory).")] = None,
@@ -208,7 +211,7 @@ def hessian(
     try:
         cfg = load_config(config, set_ or [])
         given = {"samples": samples, "layers": split("layers", layers, int), "modules": split("modules", modules, str),
-                 "whole": whole, "tol": tol, "maxiter": maxiter, "cache": cache}
+                 "whole": whole, "magnitude": magnitude, "tol": tol, "maxiter": maxiter, "cache": cache}
         hcfg = hessian_config({k: v for k, v in given.items() if v is not None}, "hessian")
         result = measure(cfg, hcfg, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except LorabenchError as e:

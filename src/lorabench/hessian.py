@@ -13,7 +13,9 @@ in length order (little padding) and reused for every product. The model is in e
 dropout), in float32, with eager attention (double backward through CPU SDPA fails).
 
 Blocks. A block θ_b is the trainable parameters of one adapted module (e.g. ``lora_A`` and
-``lora_B`` of layer 0's ``query``); ``whole`` is every block together (the classification head of a
+``lora_B`` of layer 0's ``query``), as in the "Learning Rate Matters" study, whose block is one module's
+``lora_A`` and ``lora_B``: DoRA's trained magnitude vector m is left out (held at its init value, like
+every parameter outside the block) unless ``magnitude`` is set; ``whole`` is every block together (the classification head of a
 ``cls`` model, trained in full beside the adapter and identical for every method, is held fixed and
 not measured). For a block, H_b = ∂²L/∂θ_b² with every other parameter at its init value (a
 diagonal block of the full Hessian).
@@ -76,6 +78,8 @@ class HessianConfig(BaseModel):
     layers: list[int] | None = Field(None, description="layer indices of the blocks")
     modules: list[str] | None = Field(None, description="module names (leaf or path within the layer)")
     whole: bool = Field(False, description="also measure the whole adapter")
+    magnitude: bool = Field(False, description="include DoRA's magnitude vector in its blocks (the study: "
+                            "lora_A and lora_B only)")
     cache: bool | None = Field(None, description="keep each block's gradient graphs between products "
                                "(None: when they fit in half the free memory)")
 
@@ -110,8 +114,12 @@ class Block:
 _LAYERED = re.compile(r"^(.*?)\.(\d+)\.(.+)$")
 
 
-def adapter_blocks(model: nn.Module) -> list[Block]:
-    """One block per adapted module (a PEFT tuner layer with trainable parameters), in model order."""
+MAGNITUDE = "lora_magnitude_vector."  # DoRA's m in PEFT's parameter names
+
+
+def adapter_blocks(model: nn.Module, magnitude: bool = False) -> list[Block]:
+    """One block per adapted module (a PEFT tuner layer with trainable parameters), in model order; DoRA's
+    magnitude vector only if ``magnitude``."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     out = []
@@ -119,7 +127,7 @@ def adapter_blocks(model: nn.Module) -> list[Block]:
         if not isinstance(mod, BaseTunerLayer):
             continue
         params = [(f"{name}.{n}", p) for n, p in mod.named_parameters()
-                  if p.requires_grad and not n.startswith("base_layer.")]
+                  if p.requires_grad and not n.startswith("base_layer.") and (magnitude or not n.startswith(MAGNITUDE))]
         if not params:
             continue
         path = name.removeprefix("base_model.model.")
@@ -135,7 +143,7 @@ def _matches(block: Block, module: str) -> bool:
 
 def select_blocks(model: nn.Module, hcfg: HessianConfig) -> list[Block]:
     """The blocks ``hcfg`` asks for (see :class:`HessianConfig`), then the whole adapter if ``whole``."""
-    blocks = adapter_blocks(model)
+    blocks = adapter_blocks(model, hcfg.magnitude)
     if not blocks:
         raise ConfigError("the model has no trainable adapter parameters")
     layers, modules = hcfg.layers, hcfg.modules
