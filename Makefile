@@ -7,7 +7,7 @@ DATA    ?= $(if $(LORABENCH_DATA_DIR),$(LORABENCH_DATA_DIR),$(wildcard ../shared
 BENCH_CASES ?= cpu
 BENCH_ARGS  ?=
 
-.PHONY: install demo demo-run test bench bench-gpu clean
+.PHONY: install demo demo-run test docs bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ demo-run: $(STAMP)
 
 test: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q
+
+# docs/methods.md: every method's settings, defaults and their sources, generated from the method modules.
+docs: $(STAMP)
+	$(VENV)/bin/lorabench methods --markdown > docs/methods.md.tmp && mv docs/methods.md.tmp docs/methods.md
 
 # lorabench against PEFT + transformers.Trainer, each run in a fresh process, systems alternating
 # (bench/compare.py --help), then BENCHMARKS.md from every bench/results/*.json. Run it on an idle

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import copy
 
 import pytest
@@ -154,3 +156,19 @@ def test_option_of_another_method_is_rejected():
 def test_unknown_method_lists_known_ones():
     with pytest.raises(ConfigError, match="unknown method 'nope'.*lora"):
         lorabench.adapt(base_model(), "nope", rank=4, alpha=8)
+
+
+def test_every_option_names_the_source_of_its_default_and_docs_are_current():
+    """docs/methods.md is generated from the method modules (make docs); a new option must say where its default
+    comes from."""
+    from lorabench.methods import catalogue, method_classes
+
+    for cls in method_classes():
+        rows = catalogue.rows(cls)
+        assert rows, cls.name
+        assert [r.setting for r in rows if r.kind == "option"] == list(cls.Options.model_fields)
+        assert all(r.source for r in rows), cls.name
+    loft = {r.setting: r for r in catalogue.rows(get_method("loft").__class__)}
+    assert loft["loft_eps"].value == "0.0001" and "authors" in loft["loft_eps"].source
+    docs = Path(__file__).resolve().parents[1] / "docs/methods.md"
+    assert docs.read_text(encoding="utf-8") == catalogue.markdown(), "docs/methods.md is stale: run make docs"

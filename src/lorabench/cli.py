@@ -230,10 +230,18 @@ def hessian(
 
 
 @app.command("methods")
-def list_methods() -> None:
-    """List the registered methods: name, what it does, paper."""
-    from .methods import method_classes
+def list_methods(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every option and fixed setting of each method, "
+                                          "its default and the source of that default (paper, authors' code, "
+                                          "PEFT, the studies), with how the others differ.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="The same as Markdown tables (docs/methods.md).")] = False,
+) -> None:
+    """List the registered methods: name, what it does, paper (--verbose: their settings and sources)."""
+    from .methods import catalogue, method_classes
 
+    if verbose or markdown:
+        typer.echo(catalogue.markdown() if markdown else catalogue.text(), nl=False)
+        return
     classes = method_classes()
     w = max(len(c.name) for c in classes)
     for c in classes:

@@ -13,7 +13,7 @@ from . import lora, init_b, lora_xs, loraplus, pissa  # noqa: F401  (registers o
 from .base import ADAPTER, Calibration, Method, lora_layers
 from .registry import get_method, method_classes, methods, option_owner
 
-_INFRA = {"base", "registry"}
+_INFRA = {"base", "catalogue", "registry"}
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in _INFRA:
         importlib.import_module(f"{__name__}.{_info.name}")

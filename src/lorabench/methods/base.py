@@ -9,12 +9,13 @@ where their papers differ.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel
 from peft.tuners.lora import LoraLayer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 ADAPTER = "default"
@@ -24,6 +25,25 @@ class Calibration(Protocol):
     """Training data for inits that need it (e.g. LoRA-GA's gradient estimate)."""
 
     def batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]: ...
+
+
+def option(default: Any, *, description: str, source: str, elsewhere: str = "", **constraints: Any) -> Any:
+    """A method option: a pydantic field that also says where its default comes from (``source``) and what
+    the paper, the authors' code, PEFT or the studies use instead (``elsewhere``); ``lorabench methods
+    --verbose`` and ``docs/methods.md`` list them."""
+    return Field(default, description=description, json_schema_extra={"source": source, "elsewhere": elsewhere},
+                 **constraints)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A fixed setting of a method (not an option): what lorabench does, on whose authority, and how the
+    paper, the authors' code, PEFT or the studies differ."""
+
+    setting: str
+    value: str
+    source: str
+    elsewhere: str = ""
 
 
 class NoOptions(BaseModel):
@@ -39,6 +59,7 @@ class Method:
     summary: ClassVar[str]
     paper: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    choices: ClassVar[tuple[Choice, ...]] = ()  # fixed settings and their sources, listed with the options
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:
         """Extra ``LoraConfig`` arguments (for example ``init_lora_weights``)."""

@@ -19,18 +19,18 @@ GraLoRA layers are not PEFT LoRA layers: ``lora_layers`` does not see them.
 from __future__ import annotations
 
 from peft import GraloraConfig, PeftConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Method
+from .base import Choice, Method, option
 from .registry import register
 
 
 class GraloraOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    gralora_k: int = Field(2, ge=1, description="blocks per side (the study's 2 at every rank; "
-                           "PEFT and the paper advise 4 at r >= 64)")
+    gralora_k: int = option(2, ge=1, description="blocks per side", source="the study (train.sh: 2 at every rank)",
+                            elsewhere="PEFT's docs and the paper advise k = 4 at r ≥ 64")
 
 
 def check_divisible(model: nn.Module, target_modules: str | list[str], rank: int, k: int) -> None:
@@ -51,6 +51,7 @@ class Gralora(Method):
     summary = "GraLoRA: k×k blocks with rank r/k adapters each; LoRA's parameter count, rank up to k·r"
     paper = "Jung et al. 2025, arXiv:2505.20355"
     Options = GraloraOptions
+    choices = (Choice("hybrid_r", "0 (pure GraLoRA)", "the study, PEFT's GraloraConfig"),)
 
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:

@@ -23,7 +23,7 @@ import torch
 from peft import PeftModel
 from pydantic import BaseModel
 
-from .base import ADAPTER, Calibration, Method, lora_layers, set_with_residual
+from .base import ADAPTER, Calibration, Choice, Method, lora_layers, set_with_residual
 from .registry import register
 
 
@@ -38,6 +38,9 @@ class InitAB(Method):
     name = "init_ab"
     summary = "Init[AB]: A, B ~ U(±1/√d_in), frozen W_res = W − s·B A"
     paper = "the 'Learning Rate Matters' study's Init[AB]; cf. Hayou et al. 2024, arXiv:2406.08447"
+    choices = (Choice("init", "A, B ~ U(±1/√d_in), d_in the layer's in_features", "the study's code (AB_1_1)",
+                      "Hayou et al.'s fan-in reading bounds B by 1/√r (√(d_in/r) times larger)"),
+               Choice("base", "W_res = W − s·B A (frozen)", "the study's code (RESET)"))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
         for _, layer in lora_layers(model):

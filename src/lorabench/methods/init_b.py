@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 from pydantic import BaseModel
 
-from .base import ADAPTER, Calibration, Method, lora_layers
+from .base import ADAPTER, Calibration, Choice, Method, lora_layers
 from .registry import register
 
 B_BOUND = 0.01
@@ -21,6 +21,8 @@ class InitB(Method):
     name = "init_b"
     summary = "swapped init: A = 0, B ~ U(-0.01, 0.01)"
     paper = "SST-2 study ('Better Call LoRA'); cf. Hayou et al. 2024, arXiv:2406.08447"
+    choices = (Choice("init", "A = 0, B ~ U(−0.01, 0.01)", "SST-2 study",
+                      "Hayou et al.'s Init[A]/Init[B] draw the non-zero factor with its own fan-in bound"),)
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
         with torch.no_grad():

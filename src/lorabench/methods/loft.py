@@ -49,11 +49,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..errors import ConfigError
-from .base import ADAPTER, Method, lora_layers
+from .base import ADAPTER, Choice, Method, lora_layers, option
 from .registry import register
 
 EPS_A_GRAM = 1e-6  # regulariser of B̃ᵀB̃ (the authors' values)
@@ -62,9 +62,11 @@ EPS_B_GRAM = 1e-8  # regulariser of ÃÃᵀ
 
 class LoftOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    loft_eps: float = Field(1e-4, gt=0, description="Adam ε (the authors' default, as the study ran it)")
-    loft_weight_decay: float = Field(1e-2, ge=0, description="decay p ← p − wd·p on each step that moves p "
-                                     "(the authors' default and form, as the study ran it)")
+    loft_eps: float = option(1e-4, gt=0, description="Adam ε", source="authors' default, which the study ran",
+                             elsewhere="torch's AdamW and every other method here: 1e-8")
+    loft_weight_decay: float = option(1e-2, ge=0, description="decay p ← p − wd·p on each step that moves p",
+                                      source="authors' default and form, which the study ran",
+                                      elsewhere="decoupled AdamW decays p·(1 − lr·wd); the study's other methods: 0")
 
 
 def _inv_gram(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -210,6 +212,11 @@ class Loft(Method):
     summary = "LoFT: AdamW alternating A/B with full-space moments re-projected onto the factors"
     paper = "Tastan et al. 2025, arXiv:2505.21289"
     Options = LoftOptions
+    choices = (Choice("order", "B moves on odd steps, A on even; A processed before B", "authors' code"),
+               Choice("re-projection", "m_A ← R m_A, P_A ← Rᵀ P_A R (B: m_B R, R P_B Rᵀ)", "authors' code",
+                      "R P Rᵀ (A) / Rᵀ P R (B) keeps the full-space second moment exact"),
+               Choice("clipping", "by the projected full gradient, at the run's max_grad_norm", "authors' code, the study",
+                      "other methods clip the raw factor gradients"))
 
     def build_optimizer(self, model: nn.Module, *, lr: float, weight_decay: float,
                         opts: BaseModel) -> torch.optim.Optimizer:

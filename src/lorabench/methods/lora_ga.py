@@ -42,11 +42,11 @@ from typing import Any
 import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraGAConfig, LoraLayer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..errors import ConfigError
-from .base import ADAPTER, Calibration, Method, base_weight, lora_layers
+from .base import ADAPTER, Calibration, Choice, Method, base_weight, lora_layers, option
 from .registry import register
 
 STABLE_GAMMA = 16
@@ -54,7 +54,8 @@ STABLE_GAMMA = 16
 
 class LoraGAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lora_ga_samples: int = Field(32, ge=1, description="training examples for the gradient estimate")
+    lora_ga_samples: int = option(32, ge=1, description="training examples for the gradient estimate",
+                                  source="the study's init_loraga.py (grad_num_samples)")
 
 
 @contextmanager
@@ -117,6 +118,12 @@ class LoraGA(Method):
     summary = "LoRA-GA: A, B from the SVD of the estimated full gradient, stable scale, W_res = W − s·B·A"
     paper = "Wang et al. 2024, arXiv:2407.05000"
     Options = LoraGAOptions
+    choices = (Choice("split", "A = top-r right, B = next-r left singular vectors (ArB2r)", "paper, PEFT"),
+               Choice("scale", "both factors × d_out^¼ / √γ, γ = 16", "paper, reference code",
+                      "PEFT 0.21 scales B only, by S[r:2r]"),
+               Choice("gradient", "dropout-free training loss, token-weighted, the run's first examples",
+                      "lorabench (the run's own objective)", "PEFT averages per backward call"),
+               Choice("SVD", "exact, float32", "lorabench", "reference code: svd_lowrank(q = 4r, niter = 4)"))
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:
         return {"init_lora_weights": "lora_ga",

@@ -24,16 +24,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from .base import ADAPTER, Calibration, Method, base_weight, lora_layers
+from .base import ADAPTER, Calibration, Choice, Method, base_weight, lora_layers, option
 from .registry import register
 
 
 class LoraXSOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lora_xs_init_std: float = Field(1e-5, ge=0, description="standard deviation of R at init")
+    lora_xs_init_std: float = option(1e-5, ge=0, description="standard deviation of R at init",
+                                     source="authors' code (init_module_weights, sigma = 1e-5)")
 
 
 class ProjectThenMix(nn.Module):
@@ -62,6 +63,9 @@ class LoraXS(Method):
     summary = "LoRA-XS: frozen SVD factors B = U_r, A = S_r V_rᵀ; only r×r R trained"
     paper = "Bałazy et al. 2024, arXiv:2405.17604"
     Options = LoraXSOptions
+    choices = (Choice("factors", "B = U_r, A = S_r V_rᵀ (frozen)", "authors' code",
+                      "the paper writes U_r Σ_r R V_rᵀ (S_r on B)"),
+               Choice("scale", "s = α / r", "lorabench (one (rank, α) for every method)", "authors: α = r"))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
         assert isinstance(opts, LoraXSOptions)

@@ -10,16 +10,17 @@ the classifier weight, never to biases.
 
 import torch
 from peft.optimizers import create_loraplus_optimizer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from .base import Method
+from .base import Choice, Method, option
 from .registry import register
 
 
 class LoraPlusOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    loraplus_ratio: float = Field(16.0, gt=0, description="η_B / η_A")
+    loraplus_ratio: float = option(16.0, gt=0, description="η_B / η_A", source="the paper's recommended 2⁴",
+                                   elsewhere="the SST-2 study's grid found 4 best; PEFT has no default")
 
 
 @register
@@ -27,6 +28,7 @@ class LoraPlus(Method):
     name = "loraplus"
     summary = "LoRA+: LoRA with η_B = loraplus_ratio · η_A"
     paper = "Hayou et al. 2024, arXiv:2402.12354"
+    choices = (Choice("groups", "biases join B's rate; weight decay never on biases", "PEFT, the paper's code"),)
     Options = LoraPlusOptions
 
     def build_optimizer(self, model: nn.Module, *, lr: float, weight_decay: float,

@@ -25,7 +25,7 @@ import torch
 from peft import PeftModel
 from pydantic import BaseModel
 
-from .base import ADAPTER, Calibration, Method, base_weight, lora_layers, set_with_residual
+from .base import ADAPTER, Calibration, Choice, Method, base_weight, lora_layers, set_with_residual
 from .registry import register
 
 
@@ -41,6 +41,9 @@ class MiLora(Method):
     name = "milora"
     summary = "MiLoRA: A, B from the r smallest singular triplets of W, principal part frozen"
     paper = "Wang et al. 2024, arXiv:2406.09044"
+    choices = (Choice("init", "the r smallest triplets, S divided by s; W_res = W − s·B A", "authors' code",
+                      "the paper's formulas are the α = r case; PEFT has no MiLoRA"),
+               Choice("SVD", "exact, float32", "lorabench", "the study's code: exact SVD as well"))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
         for _, layer in lora_layers(model):

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import Method
+from .base import Choice, Method
 from .registry import register
 
 
@@ -27,6 +27,8 @@ class Olora(Method):
     name = "olora"
     summary = "OLoRA: B = Q_r, A = R_r from the QR of W, frozen residual"
     paper = "Büyükakyüz 2024, arXiv:2406.01775"
+    choices = (Choice("init", "B = Q_r, A = R_r of W = Q R; W_res = W − s·B A", "PEFT (by the paper's author)",
+                      "the paper writes W + Q_r R_r (s = 1); PEFT and lorabench keep s = α/r"),)
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:
         return {"init_lora_weights": "olora"}

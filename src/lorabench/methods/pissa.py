@@ -11,15 +11,17 @@ with that many subspace iterations (fast on large models; exact SVD when unset).
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from .base import Method
+from .base import Choice, Method, option
 from .registry import register
 
 
 class PissaOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pissa_niter: int | None = Field(None, ge=1, description="randomised-SVD iterations; exact SVD when unset")
+    pissa_niter: int | None = option(None, ge=1, description="randomised-SVD iterations; exact SVD when unset",
+                                     source="PEFT's init 'pissa' (exact SVD)",
+                                     elsewhere="the study ran pissa_niter_16, which approximates the exact SVD")
 
 
 @register
@@ -27,6 +29,7 @@ class Pissa(Method):
     name = "pissa"
     summary = "PiSSA: A, B from the top-r singular triplets of W, frozen residual"
     paper = "Meng et al. 2024, arXiv:2404.02948"
+    choices = (Choice("init", "B = U_r (S_r/s)^½, A = (S_r/s)^½ V_rᵀ; W_res = W − s·B A", "paper, PEFT"),)
     Options = PissaOptions
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:

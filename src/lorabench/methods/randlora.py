@@ -28,11 +28,11 @@ from __future__ import annotations
 import math
 
 from peft import PeftConfig, RandLoraConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Method
+from .base import Choice, Method, option
 from .registry import register
 
 TOLERANCE = 0.05
@@ -40,9 +40,11 @@ TOLERANCE = 0.05
 
 class RandLoraOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    randlora_r: int | None = Field(None, ge=1, description="random-basis rank; None: match LoRA's trainable count")
-    randlora_alpha: float = Field(640.0, gt=0, description="scale numerator, s = randlora_alpha / r "
-                                  "(the study's value; PEFT suggests 20·r)")
+    randlora_r: int | None = option(None, ge=1, description="random-basis rank; None: match LoRA's trainable count",
+                                    source="the study (ranks chosen to match LoRA's count, count_randlora.py)")
+    randlora_alpha: float = option(640.0, gt=0, description="scale numerator, s = randlora_alpha / r",
+                                   source="the study (train.sh)",
+                                   elsewhere="PEFT's docs: 20·r (s = 20), as the study's count script")
 
 
 def layer_dims(model: nn.Module, target_modules: str | list[str]) -> list[tuple[int, int]]:
@@ -83,6 +85,7 @@ class RandLora(Method):
     summary = "RandLoRA: full-rank ΔW from frozen random bases, trained diagonal scales; LoRA's count by default"
     paper = "Albert et al. 2025, arXiv:2502.00987"
     Options = RandLoraOptions
+    choices = (Choice("bases", "PEFT's dense Kaiming bases, unit std, shared across layers", "PEFT"),)
 
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:

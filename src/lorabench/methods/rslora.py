@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import Method
+from .base import Choice, Method
 from .registry import register
 
 
@@ -20,6 +20,7 @@ class RsLora(Method):
     name = "rslora"
     summary = "rsLoRA: LoRA with scale α/√r instead of α/r"
     paper = "Kalajdzievski 2023, arXiv:2312.03732"
+    choices = (Choice("scale", "s = α / √r", "paper, PEFT (use_rslora)"),)
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:
         return {"use_rslora": True}
