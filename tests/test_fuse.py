@@ -9,7 +9,8 @@ import torch
 
 from lorabench import load_config, run
 from lorabench.errors import ConfigError
-from lorabench.fuse import Fused, fuse_key
+from lorabench.fuse import Fused, fuse_key, share_frozen
+from lorabench.methods import get_method
 from lorabench.prepare import prepare
 from lorabench.runner import run_group
 
@@ -78,11 +79,12 @@ def test_fused_runs_equal_the_same_runs_alone(head, method, varied_glue_dir, tin
 def test_plain_lora_layers_share_one_base_product(glue_dir, tiny_bert_dir):
     cfgs = [config("cls", glue_dir, tiny_bert_dir, f"lr={lr}") for lr in (1e-3, 2e-3)]
     ps = [prepare(c) for c in cfgs]
-    fused = Fused([p.model for p in ps])
+    share_frozen(ps[0].model, ps[1].model)
+    fused = Fused([p.model for p in ps], get_method("lora").fusion)
     lin = [m for n, m in ps[1].model.named_modules() if n.endswith("attention.self.query")][0]
     lin0 = [m for n, m in ps[0].model.named_modules() if n.endswith("attention.self.query")][0]
     assert lin.base_layer.weight is lin0.base_layer.weight  # one frozen copy
-    assert fused.fast == sum(1 for n, m in ps[0].model.named_modules() if hasattr(m, "lora_A"))
+    assert len(fused.fast) == sum(1 for n, m in ps[0].model.named_modules() if hasattr(m, "lora_A"))
     # routed output = each model's own output on its rows
     batch = {"input_ids": torch.randint(5, 50, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long)}
     for p in ps:
@@ -94,9 +96,8 @@ def test_plain_lora_layers_share_one_base_product(glue_dir, tiny_bert_dir):
                     q.normal_()
     with torch.no_grad():
         want = torch.cat([p.model(**batch).logits for p in ps])
-        with fused.route([0, 1], [3, 3]) as model:
-            got = model(input_ids=batch["input_ids"].repeat(2, 1),
-                        attention_mask=batch["attention_mask"].repeat(2, 1)).logits
+        with fused.routing():
+            got = fused.logits({k: v.repeat(2, 1) for k, v in batch.items()}, [3, 3], [0, 1])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(want[:3], want[3:])
 

@@ -20,7 +20,7 @@ from lorabench.hessian import (BlockOperator, HessianConfig, Objective, hessian_
                                select_blocks)
 from lorabench.prepare import prepare
 from lorabench.sweep import best, format_best, load_sweep, open_store, run_sweep
-from lorabench.train import loss_sum
+from lorabench.losses import loss_sum
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,20 +169,23 @@ def test_sweep_with_hessian_shows_lambda_max_in_best_and_resumes(tmp_path, glue_
         "base": str(ROOT / "configs/tiny-llama.yaml"),
         "set": {"steps": 2, "eval_every": 2, "save_adapter": False, "rank": 1, "target_modules": ["q_proj"],
                 "model": {"max_length": 48}, "data": {"dir": str(glue_dir), "n_train": 40, "n_eval": 8}},
-        "space": {"methods": ["lora", "pissa"], "lr": [1e-3]},
+        "space": {"methods": ["lora", "pissa"], "lr": [1e-3], "rank": [1, 2]},
         "hessian": True, "hessian_config": {"samples": 4, "layers": [], "whole": True, "tol": 1e-3}}))
     s = load_sweep(p)
-    assert run_sweep(s, tmp_path / "S", workers=2, progress=False) == {"ok": 2}
+    assert run_sweep(s, tmp_path / "S", workers=2, progress=False) == {"ok": 4}
     b = best(open_store(tmp_path / "S"))
     stored = open_store(tmp_path / "S").get_meta("hessian")
-    assert set(stored) == {"lora", "pissa"}
+    assert set(stored) == {json.dumps({"method": m, "rank": r}, sort_keys=True) for m in ("lora", "pissa")
+                           for r in (1, 2)}  # keyed by group: each rank has its own λ_max
     for t in b["table"]:
-        assert t["lambda_max"] is not None and t["lambda_max"] == stored[t["method"]]["lambda_max"]
-        assert stored[t["method"]]["summary_block"] == "whole" and stored[t["method"]]["samples"] == 4
+        h = stored[json.dumps(t["group"], sort_keys=True)]
+        assert t["lambda_max"] is not None and t["lambda_max"] == h["lambda_max"]
+        assert h["summary_block"] == "whole" and h["samples"] == 4 and h["config"]["rank"] == t["group"]["rank"]
+        assert h["blocks"][0]["params"] == 2 * 2 * 64 * t["group"]["rank"]  # A, B of q_proj in 2 layers, that rank
     assert "λ_max" in format_best(b)
 
     def boom(*a, **k):
         raise AssertionError("measured again")
 
     monkeypatch.setattr("lorabench.hessian.measure", boom)
-    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 2}  # resumed: nothing re-measured
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 4}  # resumed: nothing re-measured

@@ -12,7 +12,8 @@ from peft import PeftModel
 
 import lorabench
 from lorabench.errors import ConfigError
-from lorabench.methods import ADAPTER, get_method, lora_layers
+from lorabench.methods import ADAPTER, get_method
+from lorabench.methods.layers import lora_layers
 from lorabench.tiny_llama import build_llama, build_tokenizer
 
 RANK, ALPHA = 4, 8.0

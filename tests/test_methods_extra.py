@@ -11,14 +11,16 @@ from torch import nn
 
 import lorabench
 from lorabench import data as D
-from lorabench.adapters import count_trainable, targeted_linears
+from lorabench.adapters import count_trainable
+from lorabench.models import targeted_linears
 from lorabench.errors import ConfigError
-from lorabench.methods import ADAPTER, lora_layers
-from lorabench.methods.lora_ga import STABLE_GAMMA, estimate_gradients
-from lorabench.methods.loft import LoftAdamW
+from lorabench.methods import ADAPTER
+from lorabench.methods.layers import lora_layers
+from lorabench.methods.lora_ga_gradient import STABLE_GAMMA, estimate_gradients
+from lorabench.methods.loft_optimizer import LoftAdamW
 from lorabench.methods.randlora import layer_dims, lora_count, randlora_count
 from lorabench.tiny_llama import build_llama, build_tokenizer
-from lorabench.train import loss_sum, loss_tokens
+from lorabench.losses import loss_sum, loss_tokens
 
 RANK, ALPHA = 4, 8.0
 S = ALPHA / RANK
@@ -160,7 +162,7 @@ def test_lora_ga_calibration_sees_the_dropout_free_training_objective(glue_dir, 
     """The tiny BERT has dropout 0.1, which training silences (base_dropout: false). (1) Whatever the RNG state
     when the gradient is estimated, the init is the same: no dropout mask enters it. (2) A and B span the top
     singular directions of the dropout-free gradient of the run's first 16 examples, computed here by autograd."""
-    lora_ga = importlib.import_module("lorabench.methods.lora_ga")
+    lora_ga = importlib.import_module("lorabench.methods.lora_ga_gradient")
     from lorabench.models import load_model
     from lorabench.prepare import prepare, train_order
 

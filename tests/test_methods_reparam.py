@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import lorabench
-from lorabench.methods import ADAPTER, lora_layers
+from lorabench.methods import ADAPTER
+from lorabench.methods.layers import lora_layers
 from lorabench.tiny_llama import build_llama, build_tokenizer
 
 from .test_methods import ALPHA, RANK, adapted, base_model, logits, original_weight, tokens, top_r

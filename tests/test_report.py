@@ -69,7 +69,7 @@ def test_every_promised_file_exists_and_the_cli_prints_the_html_path(real):
     for png in (out / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert printed.strip().splitlines()[-1].endswith(str(out / "report.html"))
-    assert not list((out / "figures").glob("loraplus_heatmap*")) and not list((out / "figures").glob("sensitivity_*"))
+    assert not list((out / "figures").glob("lr_heatmap_*")) and not list((out / "figures").glob("sensitivity_*"))
     assert not (out / "figures/best_lr_vs_lambda_max.png").exists()  # no λ_max measured here
 
 
@@ -200,7 +200,7 @@ def synthetic(tmp_path_factory, glue_dir):
     tmp = tmp_path_factory.mktemp("report-synthetic")
     s = load_sweep(sweep_file(tmp, {"steps": 40, "eval_every": 10, "data": {"dir": str(glue_dir)}}, {
         "methods": ["lora", "loraplus"], "lr": [1e-4, 1e-3, 1e-2], "rank": [4, 8], "seeds": [0, 1],
-        "loraplus_grid": {"lr_a": [1e-4, 3e-4, 1e-3], "lr_b": [1e-3, 4e-3]}}))
+        "rate_grid": {"loraplus": {"lr": [1e-4, 3e-4, 1e-3], "lr_b": [1e-3, 4e-3]}}}))
     sweep = tmp / "S"
     sweep.mkdir()
     store = Store(default_url(sweep))
@@ -241,7 +241,7 @@ def test_optional_figures_appear_when_their_data_exist(synthetic, tmp_path, monk
     monkeypatch.setattr(report_data, "sweep_best", with_lambda)
     html = write_report(synthetic, tmp_path / "R")
     figs = {p.name for p in (tmp_path / "R/figures").glob("*.png")}
-    assert {"loraplus_heatmap_rank-4.png", "loraplus_heatmap_rank-8.png", "sensitivity_rank.png",
+    assert {"lr_heatmap_loraplus_rank-4.png", "lr_heatmap_loraplus_rank-8.png", "sensitivity_rank.png",
             "best_lr_vs_lambda_max.png", "accuracy_vs_lr.png", "training_curves.png",
             "training_curves_zoom.png"} <= figs
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "R/tables/comparison.csv").open())}
@@ -255,7 +255,7 @@ def test_optional_figures_appear_when_their_data_exist(synthetic, tmp_path, monk
     assert f"lora and loraplus both peak at {100 * peak['lora']:.2f}% dev accuracy" in text
     assert "span 0.00 accuracy points" in text
     assert "loraplus peaks at a smaller rate, ×0.3 (0.0003)" in text
-    assert "best lr × λ_max" in text and "across rank 4, 8" in text and "its best pair is η_A = 0.0003, η_B = 0.001" in text
+    assert "best lr × λ_max" in text and "across rank 4, 8" in text and "its best pair is lr = 0.0003, lr_b = 0.001" in text
     assert "2 diverged at 0.01 (lora)" in text
     assert html.read_text().count("<img ") == len(figs)
     hyper = (tmp_path / "R/tables/hyperparameters.csv").read_text()

@@ -53,7 +53,7 @@ def test_every_method_gets_the_same_data_and_keys_are_stable(tmp_path, glue_dir)
 
 def test_loraplus_grid_and_batch_policy(tmp_path, glue_dir):
     s = load_sweep(write_sweep(tmp_path, glue_dir, {
-        "methods": ["loraplus"], "loraplus_grid": {"lr_a": [1e-5, 1e-4], "lr_b": [1e-4, 4e-4]},
+        "methods": ["loraplus"], "rate_grid": {"loraplus": {"lr": [1e-5, 1e-4], "lr_b": [1e-4, 4e-4]}},
         "batch_size": [2, 4]}, batch_size=4, grad_accum=2))
     cfgs = [t.config for t in s.trials]
     assert len(cfgs) == 8
@@ -148,7 +148,7 @@ def test_sigkill_then_resume_ends_with_each_trial_once(tmp_path, glue_dir):
     assert done.returncode == 0, done.stderr
     rows = open_store(out).rows()
     assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
-    assert all(r["status"] == "ok" for r in rows)
+    assert all(r["status"] == "ok" for r in rows), [(r["status"], (r["error"] or "")[-600:]) for r in rows]
     attempts = {r["key"]: r["attempts"] for r in rows}
     assert attempts[killed_key] == 2  # rerun once
     assert all(attempts[k] == 1 for k, s in before.items() if s == "ok")  # finished ones kept
@@ -179,17 +179,17 @@ def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_
 
 def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["loraplus"],
-                                                    "loraplus_grid": {"lr_a": [1e-3], "lr_b": [1e-3, 1e-2]}}))
+                                                    "rate_grid": {"loraplus": {"lr": [1e-3], "lr_b": [1e-3, 1e-2]}}}))
     run_sweep(s, tmp_path / "S", progress=False)
     (row,) = best(open_store(tmp_path / "S"))["table"]
     assert row["seeds"] == 1 and len(row["curve"]) == 2
-    assert sorted(c["lr_b"] for c in row["curve"]) == [1e-3, 1e-2]
+    assert sorted(c["paired"]["lr_b"] for c in row["curve"]) == [1e-3, 1e-2]
 
 
 def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
     """Two seeds and two learning rates of the tiny Llama on sentences of varied lengths (the seeds' micro-batches
     differ in width): ``--fuse auto`` and ``--fuse 3`` give every trial the metrics of ``--fuse 1``."""
-    from lorabench.sweep.runner import fused_tasks
+    from lorabench.sweep.schedule import fused_tasks
 
     s = load_sweep(write_sweep(tmp_path, varied_glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2], "seeds": [0, 1]}))
     assert run_sweep(s, tmp_path / "one", fuse=1, progress=False) == {"ok": 4}
@@ -221,15 +221,18 @@ def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
     assert sorted(len(t) for t in tasks) == [1, 1, 3] and ["x"] in tasks
 
 
-def test_resuming_a_sweep_recorded_with_other_config_fields_is_refused(tmp_path, glue_dir):
+def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir):
+    """A store records the schema version of its trials; a resume of another version stops with one line."""
     from lorabench.errors import ConfigError
+    from lorabench.records import SCHEMA_VERSION
 
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3]}, steps=1, eval_every=1))
     assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}
     store = open_store(tmp_path / "S")
-    row = store.rows()[0]
-    old = {k: v for k, v in row["config"].items() if k != "length_grouping"}  # as an older version wrote it
-    with store.engine.begin() as c:
-        c.exec_driver_sql("UPDATE trials SET config = ? WHERE key = ?", (json.dumps(old), row["key"]))
-    with pytest.raises(ConfigError, match="length_grouping"):
+    assert store.get_meta("schema_version") == SCHEMA_VERSION
+    assert store.rows()[0]["result"]["schema_version"] == SCHEMA_VERSION
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}  # same version: resumes
+    with store.engine.begin() as c:  # as an older lorabench left it: no version recorded
+        c.exec_driver_sql("DELETE FROM meta WHERE name = 'schema_version'")
+    with pytest.raises(ConfigError, match="record schema 1"):
         run_sweep(s, tmp_path / "S", progress=False)

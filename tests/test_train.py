@@ -10,7 +10,7 @@ import yaml
 
 from lorabench import load_config, run
 from lorabench.prepare import prepare
-from lorabench.train import loss_sum, loss_tokens
+from lorabench.losses import loss_sum, loss_tokens
 
 REQUIRED = {"status", "method", "config", "final", "best", "train_seconds", "peak_memory_mb", "memory_kind",
             "trainable_params", "tokens_seen", "provenance"}

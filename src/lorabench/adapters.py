@@ -6,56 +6,13 @@ from typing import Any
 
 import torch
 from peft import PeftModel, get_peft_model
-from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from .errors import ConfigError
-from .methods import get_method, option_owner
+from .methods import get_method, method_options
 from .methods.base import Calibration
-
-# Output heads that "all-linear" leaves alone; the cls head's classifier is trained in full instead.
-OUTPUT_HEADS = ("classifier", "score", "lm_head")
-
-
-def method_options(method: str, options: dict[str, Any]) -> BaseModel:
-    """Validate ``options`` against ``method``'s option model; errors name the option and the method."""
-    try:
-        m = get_method(method)
-    except KeyError as e:
-        raise ConfigError(f"method: {e.args[0]}") from None
-    for key in options:
-        if key not in m.Options.model_fields:
-            owner = option_owner(key)
-            where = f" (it belongs to {owner!r})" if owner else ""
-            raise ConfigError(f"{key}: option not taken by method {method!r}{where}")
-    try:
-        return m.Options(**options)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{key}: {err['msg']} (got {err.get('input')!r}) for method {method!r}") from None
-
-
-def is_classifier(model: nn.Module) -> bool:
-    return type(model).__name__.endswith("ForSequenceClassification")
-
-
-def targeted_linears(model: nn.Module, target_modules: str | list[str]) -> list[tuple[str, nn.Linear]]:
-    """The linear layers that ``target_modules`` selects (PEFT's "all-linear" or leaf names)."""
-    out = []
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        if target_modules == "all-linear":
-            if leaf not in OUTPUT_HEADS:
-                out.append((name, mod))
-        elif isinstance(target_modules, str):
-            if leaf == target_modules:
-                out.append((name, mod))
-        elif leaf in target_modules:
-            out.append((name, mod))
-    return out
+from .methods.layers import remember_init
+from .models import is_classifier, targeted_linears
 
 
 def adapt(model: nn.Module, method: str, *, rank: int, alpha: float,
@@ -84,6 +41,8 @@ def adapt(model: nn.Module, method: str, *, rank: int, alpha: float,
                            task_type="SEQ_CLS" if classifier else "CAUSAL_LM", modules_to_save=head, opts=opts)
     peft_model = get_peft_model(model, config)
     m.initialise(peft_model, opts, calibration)
+    if m.residual:
+        remember_init(peft_model)  # its adapter is saved as an update of the original W
     return peft_model
 
 

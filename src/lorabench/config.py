@@ -14,9 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from .adapters import method_options
-from .methods import option_owner
-from .errors import ConfigError
+from .errors import ConfigError, config_error
+from .methods.registry import method_options, option_owner
 
 SST2_TEMPLATE = "Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n"
 
@@ -157,11 +156,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
-        msg = "unknown config key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{source}: {key}: {msg}{got}") from None
+        raise config_error(e, source) from None
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 

@@ -1,5 +1,12 @@
 """User-facing errors: each one is printed as a single line and ends the CLI with exit status 2."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class LorabenchError(Exception):
     """Bad input that the user can fix (a config key, a data file, a model path)."""
@@ -15,3 +22,13 @@ class DataError(LorabenchError):
 
 class ModelError(LorabenchError):
     """A model cannot be loaded or does not fit the requested head."""
+
+
+def config_error(e: ValidationError, source: str = "", suffix: str = "") -> ConfigError:
+    """A pydantic validation error as one line: ``source: key: what is wrong (got value)``."""
+    err = e.errors()[0]
+    key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    extra = err["type"] == "extra_forbidden"
+    msg = "unknown config key" if extra else err["msg"]
+    got = "" if extra or "input" not in err else f" (got {err['input']!r})"
+    return ConfigError(f"{source + ': ' if source else ''}{key}: {msg}{got}{suffix}")

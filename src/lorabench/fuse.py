@@ -10,14 +10,19 @@ matrix product over all rows and only the rank-r updates are per run:
 
     y_k = W x_k + s_k B_k A_k x_k,   [y_1; …; y_K] = W [x_1; …; x_K] + [s_1 B_1 A_1 x_1; …].
 
-Any other adapted module (DoRA, GraLoRA, RandLoRA, a residual W_res that differs per run, a trained
-head) runs run k's own module on its rows. The loss is Σ_k loss_k, and since the runs' trainable
+Each method declares how it fuses (:class:`lorabench.methods.Fusion`): ``shared_base`` methods (plain
+PEFT LoRA layers) take the shared base product wherever the K runs' frozen weights are one tensor (a
+residual W_res that differs per run does not); ``own_module`` methods (DoRA, GraLoRA, RandLoRA), and every
+trained head, run run k's own module on its rows; ``none`` never fuses. The loss is Σ_k loss_k, and since the runs' trainable
 parameters are disjoint, one backward pass gives each run exactly the gradient it would get alone.
 
 What must be equal for runs to fuse (:func:`fuse_key`): everything but ``lr``, ``seed`` and the
 method's options, since the runs share their forward (model, data, targets, rank, batch size). Runs
 of different seeds take their own batches (their own order) and each run's rows are padded to the
-widest of the step, which attention masks make exact. Dropout draws from one random stream, so runs
+widest of the step, which attention masks make exact.
+
+Evaluation: on CUDA the K runs' dev predictions come from one routed pass over the repeated batches; on a
+CPU, whose throughput does not grow with the batch, each run evaluates alone (measured faster there). Dropout draws from one random stream, so runs
 with ``dropout > 0`` or ``base_dropout`` do not fuse.
 """
 
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -35,52 +40,21 @@ from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
 
 from .config import RunConfig
-from .methods import get_method
+from .evaluate import Predictions
+from .methods import ADAPTER, Fusion, get_method
 
-ADAPTER = "default"
+Logits = Callable[[dict[str, torch.Tensor], list[int]], torch.Tensor]
 
 
 def fuse_key(cfg: RunConfig) -> str | None:
     """Runs with equal keys can be fused; ``None``: this run cannot be fused with any other."""
-    if cfg.dropout > 0 or cfg.base_dropout:
+    method = get_method(cfg.method)
+    if cfg.dropout > 0 or cfg.base_dropout or method.fusion is Fusion.NONE:
         return None
     d = cfg.dump()
-    for name in ("lr", "seed"):
-        d.pop(name, None)
-    for name in get_method(cfg.method).Options.model_fields:
-        d.pop(name, None)
-    for name in ("report_to", "save_adapter"):
+    for name in ("lr", "seed", "report_to", "save_adapter", *method.Options.model_fields):
         d.pop(name, None)
     return json.dumps(d, sort_keys=True)
-
-
-MAX_AUTO = 16  # ``--fuse auto`` never fuses more runs than this
-
-
-def activation_bytes(cfg: RunConfig) -> int:
-    """A generous estimate of one run's training activations: per token and layer, about 34 tensors of the
-    model's width (attention, MLP, norms; the usual transformer estimate) at 4 bytes, for a full micro-batch
-    of ``max_length`` tokens, plus 16 bytes per adapter-sized parameter is small beside it and left out."""
-    from transformers import AutoConfig
-
-    from .models import model_source
-    from .tiny_llama import ARCHS
-
-    if cfg.model.name in ARCHS:
-        spec = ARCHS[cfg.model.name]
-        width, layers = spec["hidden_size"], spec["num_hidden_layers"]
-    else:
-        try:
-            c = AutoConfig.from_pretrained(model_source(cfg.model.name), trust_remote_code=False)
-            width, layers = c.hidden_size, c.num_hidden_layers
-        except Exception:  # unknown model: assume a large one
-            width, layers = 4096, 32
-    return 34 * 4 * width * layers * cfg.batch_size * cfg.model.max_length
-
-
-def auto_fuse(cfg: RunConfig, free_bytes: float) -> int:
-    """How many runs like ``cfg`` to fuse: as many as fit in half the free memory (at most ``MAX_AUTO``)."""
-    return int(max(1, min(MAX_AUTO, free_bytes // 2 // activation_bytes(cfg))))
 
 
 def share_frozen(primary: nn.Module, other: nn.Module) -> int:
@@ -102,51 +76,60 @@ def _routed_modules(model: nn.Module) -> list[str]:
     """Paths of the outermost adapted modules: PEFT tuner layers and trained-in-full heads."""
     out: list[str] = []
     for name, mod in model.named_modules():
-        if isinstance(mod, (BaseTunerLayer, ModulesToSaveWrapper)) and not any(
+        if isinstance(mod, BaseTunerLayer | ModulesToSaveWrapper) and not any(
                 name.startswith(o + ".") for o in out):
             out.append(name)
     return out
 
 
-def _plain_lora(peers: list[nn.Module]) -> bool:
-    """Vanilla PEFT LoRA on one shared frozen layer: the base product can run once over every row."""
-    if not all(type(m) is LoraLinear and not m.merged and not m.disable_adapters and ADAPTER in m.lora_A
-               and ADAPTER not in m.lora_variant for m in peers):
+def _shares_base(peers: list[nn.Module]) -> bool:
+    """PEFT LoRA layers over one frozen tensor: the base product can run once over every row."""
+    if not all(isinstance(m, LoraLinear) and not m.merged and not m.disable_adapters and ADAPTER in m.lora_A
+               for m in peers):
         return False
     base = peers[0].get_base_layer()
     return all(m.get_base_layer().weight is base.weight and m.get_base_layer().bias is base.bias for m in peers)
 
 
 class Fused:
-    """K prepared models of one fusable group; ``route`` makes the primary run them all at once."""
+    """K prepared models of one fusable group (their frozen parameters shared, see :func:`share_frozen`),
+    as one forward strategy: inside :meth:`routing`, the first model runs all K runs' rows stacked."""
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], fusion: Fusion) -> None:
+        if fusion is Fusion.NONE:
+            raise ValueError("a method declared not fusable cannot train fused")
         self.models = models
-        self.primary = models[0]
-        self._route: tuple[list[int], list[int]] | None = None
-        for m in models[1:]:
-            share_frozen(self.primary, m)
-        self.fast = 0
-        for name in _routed_modules(self.primary):
-            peers = [m.get_submodule(name) for m in models]
-            fast = _plain_lora(peers)
-            self.fast += fast
-            peers[0].forward = self._router(peers, fast)
+        self.routes = {name: [m.get_submodule(name) for m in models] for name in _routed_modules(models[0])}
+        self.fast = {name for name, peers in self.routes.items()
+                     if fusion is Fusion.SHARED_BASE and _shares_base(peers)}
+        self._rows: tuple[list[int], list[int]] | None = None
 
-    def _router(self, peers: list[nn.Module], fast: bool):
+    @contextlib.contextmanager
+    def routing(self) -> Iterator[None]:
+        """Install the routed forwards on the first model's adapted modules; removed on exit."""
+        patched = [peers[0] for peers in self.routes.values()]
+        for name, peers in self.routes.items():
+            peers[0].forward = self._router(peers, name in self.fast)
+        try:
+            yield
+        finally:
+            for m in patched:
+                del m.forward  # back to the class's forward
+
+    def _router(self, peers: list[nn.Module], fast: bool) -> Callable[..., torch.Tensor]:
         def alone(i: int, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             return type(peers[i]).forward(peers[i], x, *args, **kwargs)
 
         def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            if self._route is None:
+            if self._rows is None:
                 return alone(0, x, *args, **kwargs)
-            active, sizes = self._route
+            active, sizes = self._rows
             parts = x.split(sizes)
             if not fast:
-                return torch.cat([alone(i, xk, *args, **kwargs) for i, xk in zip(active, parts)])
+                return torch.cat([alone(i, xk, *args, **kwargs) for i, xk in zip(active, parts, strict=True)])
             result = peers[0].get_base_layer()(x, *args, **kwargs)
             deltas = []
-            for i, xk in zip(active, parts):
+            for i, xk in zip(active, parts, strict=True):
                 m = peers[i]
                 a, b = m.lora_A[ADAPTER], m.lora_B[ADAPTER]
                 deltas.append(b(a(m.lora_dropout[ADAPTER](xk.to(a.weight.dtype)))) * m.scaling[ADAPTER])
@@ -154,11 +137,19 @@ class Fused:
 
         return forward
 
-    @contextlib.contextmanager
-    def route(self, active: list[int], sizes: list[int]) -> Iterator[nn.Module]:
-        """Within this block, the primary takes runs ``active``'s rows stacked (``sizes`` rows each)."""
-        self._route = (active, sizes)
+    def logits(self, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
+        """The logits of runs ``active`` on their rows of ``batch`` (``sizes`` rows each, stacked)."""
+        self._rows = (active, sizes)
         try:
-            yield self.primary
+            return self.models[0](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         finally:
-            self._route = None
+            self._rows = None
+
+    def predict(self, due: list[int], predict: Callable[[Logits, int], list[Predictions]],
+                device: torch.device) -> list[Predictions]:
+        """Dev predictions of runs ``due``: one routed pass on CUDA, each run alone on a CPU."""
+        if device.type == "cuda" or len(due) == 1:
+            return predict(lambda b, sizes: self.logits(b, sizes, due), len(due))
+        return [predict(lambda b, _, m=self.models[i]: m(input_ids=b["input_ids"],
+                                                         attention_mask=b["attention_mask"]).logits, 1)[0]
+                for i in due]

@@ -57,10 +57,10 @@ from torch import nn
 
 from . import data as D
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, config_error
 from .measure import free_memory, used_memory
 from .prepare import Prepared, prepare
-from .train import loss_sum, loss_tokens
+from .losses import loss_sum, loss_tokens
 
 DENSE_MAX = 20  # blocks this small get the exact dense eigenvalues (n HVPs, no more than one Lanczos cycle)
 
@@ -89,10 +89,7 @@ def hessian_config(raw: dict[str, Any] | None, source: str = "hessian") -> Hessi
     try:
         return HessianConfig.model_validate(raw or {})
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{source}: {key}: {msg}") from None
+        raise config_error(e, source) from None
 
 
 # ----------------------------------------------------------------------------------------------- blocks

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -18,6 +19,8 @@ from .errors import ModelError
 from .tiny_llama import ARCHS, build_llama, build_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Output heads that "all-linear" leaves alone; the cls head's classifier is trained in full instead.
+OUTPUT_HEADS = ("classifier", "score", "lm_head")
 
 
 def model_source(name: str) -> str:
@@ -61,3 +64,25 @@ def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: st
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def is_classifier(model: nn.Module) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def targeted_linears(model: nn.Module, target_modules: str | list[str]) -> list[tuple[str, nn.Linear]]:
+    """The linear layers that ``target_modules`` selects (PEFT's "all-linear" or leaf names)."""
+    out = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if target_modules == "all-linear":
+            if leaf not in OUTPUT_HEADS:
+                out.append((name, mod))
+        elif isinstance(target_modules, str):
+            if leaf == target_modules:
+                out.append((name, mod))
+        elif leaf in target_modules:
+            out.append((name, mod))
+    return out

@@ -7,28 +7,27 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from .errors import ConfigError
 from .files import atomic_write_json, atomic_write_text, write_jsonl
-from .methods import get_method
-
-if TYPE_CHECKING:
-    from .prepare import Prepared
+from .records import RunResult
+from .trackers import Tracker
 
 
 class RunRecord:
-    def __init__(self, run_dir: str | Path, config: dict[str, Any], trackers: list | None = None) -> None:
+    def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
         self.dir = Path(run_dir)
         if (self.dir / "result.json").exists():
             raise ConfigError(f"{self.dir}: already holds a finished run (result.json); choose another -o")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "metrics.jsonl").unlink(missing_ok=True)
         atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-        self.trackers = trackers or []
+        self.trackers: list[Tracker] = []
         self._metrics = (self.dir / "metrics.jsonl").open("a", encoding="utf-8")
 
     def log(self, row: dict[str, Any]) -> None:
@@ -40,14 +39,15 @@ class RunRecord:
     def predictions(self, rows: list[dict[str, Any]]) -> None:
         write_jsonl(self.dir / "predictions.jsonl", rows)
 
-    def adapter(self, p: Prepared) -> None:
+    def adapter(self, save: Callable[[str], None]) -> None:
+        """``save(folder)`` writes the adapter; it lands in ``adapter/`` whole or not at all."""
         tmp = self.dir / ".adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        get_method(p.cfg.method).save_adapter(p.model, str(tmp))
+        save(str(tmp))
         shutil.rmtree(self.dir / "adapter", ignore_errors=True)
         tmp.rename(self.dir / "adapter")
 
-    def result(self, result: dict[str, Any]) -> None:
+    def result(self, result: RunResult) -> None:
         self._metrics.close()
         for t in self.trackers:
             t.close()

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from .config import RunConfig
+from .errors import ConfigError
+from .fuse import Fused, fuse_key, share_frozen
+from .methods import get_method
 from .prepare import prepare
 from .provenance import provenance
 from .record import RunRecord
+from .records import RunResult, run_result
 from .trackers import open_trackers
-from .errors import ConfigError
-from .fuse import Fused, fuse_key, share_frozen
-from .train import run_lanes
+from .train import Alone, Forward, run_lanes
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -22,7 +23,7 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = True,
-        log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+        log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> RunResult:
     """Train and evaluate one configured run; returns ``result.json``'s content.
 
     Bad input raises ``LorabenchError`` before the run folder exists. A diverging or crashing run
@@ -33,7 +34,7 @@ def run(cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = T
 
 
 def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bool = True,
-              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[RunResult]:
     """Train K runs, fused into one forward/backward per micro-batch when K > 1 (see :mod:`lorabench.fuse`);
     each gets its own run folder and result, equal to what it would get alone (up to float rounding).
     All K must have the same :func:`~lorabench.fuse.fuse_key`."""
@@ -51,18 +52,17 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
             f"{p0.cfg.data.label_words[y]}={n} ({n / max(1, sum(counts.values())):.1%})" for y, n in counts.items()))
     log(f"{p0.cfg.method}: {p0.trainable_params:,} trainable parameters on {p0.device}"
         + (f"; {len(ps)} runs fused" if len(ps) > 1 else ""))
-    records, configs = [], []
-    for p, d in zip(ps, run_dirs):
-        configs.append(p.cfg.dump())
-        records.append(RunRecord(Path(d), configs[-1]))
-        records[-1].trackers = open_trackers(p.cfg.report_to, Path(d), configs[-1])
-    fused = Fused([p.model for p in ps]) if len(ps) > 1 else None
-    bodies = run_lanes(ps, records, fused=fused, progress=progress, log=log, on_step=on_step)
+    records = []
+    for p, d in zip(ps, run_dirs, strict=True):
+        records.append(RunRecord(Path(d), p.cfg.dump()))
+        records[-1].trackers = open_trackers(p.cfg.report_to, Path(d), p.cfg.dump())
+    models = [p.model for p in ps]
+    forward: Forward = Fused(models, get_method(p0.cfg.method).fusion) if len(ps) > 1 else Alone(models[0])
+    lanes = run_lanes(ps, records, forward=forward, progress=progress, log=log, on_step=on_step)
     results = []
-    for p, d, config, record, body in zip(ps, run_dirs, configs, records, bodies):
-        result = {"status": body.pop("status"), "method": body.pop("method"), "config": config, **body,
-                  "label_counts": p.label_counts, "provenance": provenance(p.device, p.data_files),
-                  "run_dir": str(d)}
+    for p, d, record, lane in zip(ps, run_dirs, records, lanes, strict=True):
+        result = run_result(lane, config=p.cfg.dump(), label_counts=p.label_counts,
+                            provenance=provenance(p.device, p.data_files), run_dir=str(d))
         record.result(result)
         results.append(result)
     return results

@@ -1,9 +1,9 @@
 """The training loop (one run, or K fused runs), divergence checks, timing and memory.
 
-Loss normalisation. An optimizer step sees one effective batch, split into micro-batches. Each
-micro-batch contributes  Σ_tokens ℓ / N  where N is the number of loss tokens (``lm``: predicted
-positions; ``cls``: examples) in the whole effective batch, so the accumulated gradient is that of
-the effective batch's mean loss whatever the micro-batch size.
+Loss normalisation (:mod:`lorabench.losses`). An optimizer step sees one effective batch, split into
+micro-batches. Each micro-batch contributes  Σ_tokens ℓ / N  where N is the number of loss tokens in the
+whole effective batch, so the accumulated gradient is that of the effective batch's mean loss whatever
+the micro-batch size.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -22,35 +22,16 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import data as D
-from .evaluate import metrics, predict_many
+from .evaluate import Predictions, metrics, predict_many
+from .losses import loss_of_logits, loss_tokens
 from .measure import Stopwatch, peak_memory, reset_peak_memory
+from .methods import get_method
 from .prepare import Prepared, train_order
 from .record import RunRecord
+from .records import BestMetrics, LaneResult, Metrics, Status
 
 LAST_LOSSES = 10  # ``train_loss_last`` averages this many final steps
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
-
-
-def loss_tokens(batch: dict[str, torch.Tensor], head: str) -> int:
-    """How many terms a micro-batch adds to the loss: predicted tokens (lm) or examples (cls)."""
-    if head == "cls":
-        return int(batch["labels"].numel())
-    return int(batch["attention_mask"][:, 1:].sum())
-
-
-def loss_sum(model: nn.Module, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
-    """Sum (not mean) of the per-token (lm) or per-example (cls) cross-entropy of a micro-batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return loss_of_logits(logits, batch, head)
-
-
-def loss_of_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor], head: str) -> torch.Tensor:
-    """``loss_sum`` from the model's output on ``batch``."""
-    if head == "cls":
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
-    targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="sum",
-                           ignore_index=-100)
 
 
 @dataclass
@@ -84,7 +65,7 @@ def train_step(optimizers: list[torch.optim.Optimizer], schedulers: list[Any],
     """One optimizer step for each of K runs; ``micro_batches[k]`` is run k's effective batch.
 
     ``forward(batch, sizes)`` returns logits for the K runs' micro-batches stacked (``sizes`` rows
-    each): a fused model's routed forward, or a plain model's when K = 1. The backward pass of
+    each): a fused group's routed forward, or one model's when K = 1. The backward pass of
     Σ_k loss_k reaches each run's own parameters only, so each run gets its gradient as if alone.
     """
     ns = [sum(loss_tokens(b, head) for b in mb) for mb in micro_batches]
@@ -116,20 +97,55 @@ def diverged(loss: float, first_loss: float | None, factor: float) -> bool:
     return not math.isfinite(loss) or (first_loss is not None and loss > factor * max(first_loss, 1e-8))
 
 
+def status_of(exc: BaseException) -> Status:
+    """The status of a run that raised ``exc``: out of memory, or failed."""
+    return Status.OOM if isinstance(exc, torch.OutOfMemoryError) else Status.FAILED
+
+
+Logits = Callable[[dict[str, torch.Tensor], list[int]], torch.Tensor]
+
+
+class Forward(Protocol):
+    """How the loop runs its K models: alone (K = 1) or fused (:class:`lorabench.fuse.Fused`)."""
+
+    def routing(self) -> AbstractContextManager[None]: ...
+    def logits(self, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor: ...
+    def predict(self, due: list[int], predict: Callable[[Logits, int], list[Predictions]],
+                device: torch.device) -> list[Predictions]: ...
+
+
+class Alone:
+    """One model, one run: the forward strategy of an unfused run."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def routing(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def logits(self, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def predict(self, due: list[int], predict: Callable[[Logits, int], list[Predictions]],
+                device: torch.device) -> list[Predictions]:
+        return predict(lambda b, sizes: self.logits(b, sizes, due), 1)
+
+
 @dataclass
 class Lane:
-    """One run's state in the training loop."""
+    """One run's state in the training loop: it takes its batches, records its steps and evaluations, checks
+    its own divergence and produces its result."""
 
     p: Prepared
     record: RunRecord
     scheduler: Any
     order: Iterator[list[int]]
-    status: str = "running"
+    status: Status = Status.RUNNING
     first_loss: float | None = None
     recent: list[float] = field(default_factory=list)  # the last LAST_LOSSES training losses
-    best: dict[str, Any] = field(default_factory=lambda: {"accuracy": None, "macro_f1": None, "step": None})
-    final: dict[str, float] | None = None
-    preds: Any = None
+    best: BestMetrics = field(default_factory=lambda: BestMetrics(accuracy=None, macro_f1=None, step=None))
+    final: Metrics | None = None
+    preds: Predictions | None = None
     tokens_seen: int = 0
     steps_done: int = 0
     error: str | None = None
@@ -137,156 +153,138 @@ class Lane:
     eval_examples: int = 0
     row: dict[str, Any] = field(default_factory=dict)  # this step's metrics row
 
+    @classmethod
+    def of(cls, p: Prepared, record: RunRecord) -> Lane:
+        sched = get_scheduler(SCHEDULES[p.cfg.schedule], p.optimizer, num_warmup_steps=p.cfg.warmup_steps,
+                              num_training_steps=p.cfg.steps)
+        return cls(p, record, sched, train_order(p.train, p.cfg))
 
-def run_lanes(ps: list[Prepared], records: list[RunRecord], *, fused: Any = None, progress: bool = True,
-              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Train K runs together (one run: K = 1), each as if alone; ``fused``: a :class:`lorabench.fuse.Fused`
-    over the K models when K > 1. A run that diverges or fails stops; the others go on.
+    def next_batch(self, pad_id: int) -> list[dict[str, torch.Tensor]]:
+        """This run's next effective batch, as micro-batches on its device."""
+        idx, bs = next(self.order), self.p.cfg.batch_size
+        return [{k: v.to(self.p.device) for k, v in D.collate(self.p.train, idx[j : j + bs], pad_id).items()}
+                for j in range(0, len(idx), bs)]
 
-    Time and memory of a fused group: ``train_seconds`` is the group's training time divided by K
-    (each run's share) and ``peak_memory_mb`` the group's peak; ``fused`` records K.
-    """
-    if len(ps) > 1 and fused is None:
-        raise ValueError("several runs need a Fused model")
-    p0 = ps[0]
-    cfg, head, dev = p0.cfg, p0.cfg.model.head, p0.device
-    pad = p0.tokenizer.pad_token_id
+    def took_step(self, step: int, st: StepStats, log: Callable[[str], None]) -> bool:
+        """Record step ``step``; False if the run diverged there (it then stops)."""
+        self.tokens_seen += st.tokens
+        row: dict[str, Any] = {"step": step, "loss": st.loss, "lr": self.scheduler.get_last_lr()[0],
+                               "grad_norm": st.grad_norm}
+        cfg = self.p.cfg
+        if diverged(st.loss, self.first_loss, cfg.diverge_factor):
+            self.status, self.steps_done = Status.DIVERGED, step - 1
+            self.record.log(row)
+            log(f"{cfg.method} lr={cfg.lr:g}: diverged at step {step}: loss {st.loss:.4g} "
+                f"(first loss {self.first_loss})")
+            return False
+        self.first_loss = st.loss if self.first_loss is None else self.first_loss
+        self.recent = (self.recent + [st.loss])[-LAST_LOSSES:]
+        self.steps_done, self.row = step, row
+        return True
+
+    def evaluated(self, preds: Predictions, seconds: float, step: int) -> None:
+        self.preds = preds
+        self.eval_seconds += seconds
+        self.eval_examples += len(self.p.dev)
+        m = metrics(preds)
+        self.row.update({f"eval_{k}": v for k, v in m.items()})
+        if self.best["accuracy"] is None or m["accuracy"] > self.best["accuracy"]:
+            self.best = BestMetrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"], step=step)
+        self.final = Metrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"])
+
+    def stop(self, status: Status, error: str | None = None) -> None:
+        if self.status is Status.RUNNING:
+            self.status, self.error = status, error
+
+    def result(self, seconds: float, memory: tuple[float, str], fused: int) -> LaneResult:
+        """Its result (``seconds``: its share of the training time); writes predictions and the adapter if ok."""
+        c, ok = self.p.cfg, self.status is Status.OK
+        if self.preds is not None and ok:
+            self.record.predictions(self.preds.rows(c.data.label_words))
+            if c.save_adapter:
+                model = self.p.model
+                self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
+        ev = self.eval_seconds
+        return LaneResult(
+            status=self.status, method=c.method, steps_done=self.steps_done, final=self.final if ok else None,
+            best=self.best, train_seconds=seconds,
+            samples_per_second=self.steps_done * c.batch_size * c.grad_accum / seconds if seconds else None,
+            eval_seconds=ev, eval_samples_per_second=self.eval_examples / ev if ev else None,
+            peak_memory_mb=memory[0], memory_kind=memory[1], fused=fused, trainable_params=self.p.trainable_params,
+            tokens_seen=self.tokens_seen,
+            train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error)
+
+
+def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int) -> None:
+    """Dev predictions of runs ``due`` (in eval mode), the time shared equally between them."""
+    p0 = lanes[0].p
+    cfg, dev = p0.cfg, p0.device
     clock = Stopwatch(dev)
-    autocast = cfg.bf16 and dev.type == "cuda"
-    lanes = [Lane(p, rec, get_scheduler(SCHEDULES[p.cfg.schedule], p.optimizer, num_warmup_steps=p.cfg.warmup_steps,
-                                        num_training_steps=p.cfg.steps), train_order(p.train, p.cfg))
-             for p, rec in zip(ps, records)]
-
-    def forward(batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
-        if fused is None:
-            return p0.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        with fused.route(active, sizes) as model:
-            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-    def evaluate(due: list[int]) -> None:
-        """Predictions of runs ``due`` on the dev set, the time shared equally. On CUDA the runs are stacked in
-        one routed pass; on CPU, whose throughput does not grow with the batch, each run evaluates alone."""
-        clock_eval = Stopwatch(dev)
-        clock_eval.start()
+    clock.start()
+    for i in due:
+        lanes[i].p.model.eval()
+    kw = dict(head=cfg.model.head, pad_id=p0.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size, device=dev,
+              label_ids=p0.label_ids, autocast=cfg.bf16 and dev.type == "cuda")
+    try:
+        preds = forward.predict(due, lambda logits, k: predict_many(logits, k, p0.dev, **kw), dev)
+    finally:
         for i in due:
-            lanes[i].p.model.eval()
-        kw = dict(head=head, pad_id=pad, batch_size=cfg.eval_batch_size, device=dev, label_ids=p0.label_ids,
-                  autocast=autocast)
-        try:
-            if dev.type == "cuda" or len(due) == 1:
-                preds = predict_many(lambda b, sizes: forward(b, sizes, due), len(due), p0.dev, **kw)
-            else:
-                preds = [predict_many(lambda b, _, m=lanes[i].p.model: m(input_ids=b["input_ids"],
-                                                                            attention_mask=b["attention_mask"]).logits,
-                                      1, p0.dev, **kw)[0] for i in due]
-        finally:
-            for i in due:
-                lanes[i].p.model.train()
-        clock_eval.pause()
-        for i, pr in zip(due, preds):
-            lanes[i].preds = pr
-            lanes[i].eval_seconds += clock_eval.total / len(due)
-            lanes[i].eval_examples += len(p0.dev)
+            lanes[i].p.model.train()
+    clock.pause()
+    for i, pr in zip(due, preds, strict=True):
+        lanes[i].evaluated(pr, clock.total / len(due), step)
 
+
+def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward, progress: bool = True,
+              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[LaneResult]:
+    """Train K runs together (one run: K = 1, ``forward`` :class:`Alone`), each as if alone. A run that diverges
+    or fails stops; the others go on. Time and memory of a fused group: ``train_seconds`` is the group's
+    training time divided by K (each run's share) and ``peak_memory_mb`` the group's peak; ``fused`` is K."""
+    cfg, dev, pad = ps[0].cfg, ps[0].device, ps[0].tokenizer.pad_token_id
+    lanes = [Lane.of(p, rec) for p, rec in zip(ps, records, strict=True)]
+    clock = Stopwatch(dev)
     for p in ps:
         p.model.train()
     reset_peak_memory(dev)
-    desc = f"{cfg.method} lr={cfg.lr:g}" if len(ps) == 1 else f"{cfg.method} ×{len(ps)} fused"
-    bar = tqdm(total=cfg.steps, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
-    step = 0
+    bar = tqdm(total=cfg.steps, desc=f"{cfg.method} lr={cfg.lr:g}" if len(ps) == 1 else f"{cfg.method} ×{len(ps)} fused",
+               disable=not progress, unit="step", dynamic_ncols=True)
     try:
-        for step in range(1, cfg.steps + 1):
-            active = [i for i, lane in enumerate(lanes) if lane.status == "running"]
-            if not active:
-                break
-            clock.start()
-            micro = []
-            for i in active:
-                idx, enc = next(lanes[i].order), lanes[i].p.train
-                micro.append([{k: v.to(dev) for k, v in D.collate(enc, idx[j : j + cfg.batch_size], pad).items()}
-                              for j in range(0, len(idx), cfg.batch_size)])
-            stats = train_step([lanes[i].p.optimizer for i in active], [lanes[i].scheduler for i in active], micro,
-                               forward=lambda b, sizes: forward(b, sizes, active), head=head,
-                               max_grad_norm=cfg.max_grad_norm, autocast=autocast, pad_id=pad)
-            alive = []
-            for i, st in zip(active, stats):
-                lane = lanes[i]
-                lane.tokens_seen += st.tokens
-                row: dict[str, Any] = {"step": step, "loss": st.loss, "lr": lane.scheduler.get_last_lr()[0],
-                                       "grad_norm": st.grad_norm}
-                if diverged(st.loss, lane.first_loss, lane.p.cfg.diverge_factor):
-                    lane.status, lane.steps_done = "diverged", step - 1
-                    lane.record.log(row)
-                    log(f"{lane.p.cfg.method} lr={lane.p.cfg.lr:g}: diverged at step {step}: loss {st.loss:.4g} "
-                        f"(first loss {lane.first_loss})")
-                    continue
-                lane.first_loss = st.loss if lane.first_loss is None else lane.first_loss
-                lane.recent = (lane.recent + [st.loss])[-LAST_LOSSES:]
-                lane.steps_done = step
-                lane.row = row
-                alive.append(i)
-            clock.pause()
-            if alive and (step % cfg.eval_every == 0 or step == cfg.steps):
-                evaluate(alive)
+        with forward.routing():
+            for step in range(1, cfg.steps + 1):
+                active = [i for i, lane in enumerate(lanes) if lane.status is Status.RUNNING]
+                if not active:
+                    break
+                clock.start()
+                stats = train_step([lanes[i].p.optimizer for i in active], [lanes[i].scheduler for i in active],
+                                   [lanes[i].next_batch(pad) for i in active],
+                                   forward=lambda b, sizes, on=active: forward.logits(b, sizes, on),
+                                   head=cfg.model.head, max_grad_norm=cfg.max_grad_norm,
+                                   autocast=cfg.bf16 and dev.type == "cuda", pad_id=pad)
+                alive = [i for i, st in zip(active, stats, strict=True) if lanes[i].took_step(step, st, log)]
+                clock.pause()
+                if alive and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    evaluate_lanes(lanes, alive, forward, step)
                 for i in alive:
-                    lane = lanes[i]
-                    m = metrics(lane.preds)
-                    lane.row.update({f"eval_{k}": v for k, v in m.items()})
-                    if lane.best["accuracy"] is None or m["accuracy"] > lane.best["accuracy"]:
-                        lane.best = {**m, "step": step}
-                    lane.final = m
-            for i in alive:
-                lanes[i].record.log(lanes[i].row)
-            bar.update(1)
-            if len(ps) == 1 and lanes[0].status == "running":
-                bar.set_postfix(loss=f"{lanes[0].recent[-1]:.4f}",
-                                **({"acc": f"{lanes[0].final['accuracy']:.3f}"} if lanes[0].final else {}))
-            elif len(ps) > 1:
-                bar.set_postfix(running=sum(lane.status == "running" for lane in lanes))
-            if on_step is not None:
-                on_step(step)
-        clock.pause()
+                    lanes[i].record.log(lanes[i].row)
+                _progress(bar, lanes)
+                if on_step is not None:
+                    on_step(step)
         for lane in lanes:
-            if lane.status == "running":
-                lane.status = "ok"
-    except torch.OutOfMemoryError:
-        clock.pause()
+            lane.stop(Status.OK)
+    except Exception as e:  # a run that crashes is a result; KeyboardInterrupt still ends the program
         for lane in lanes:
-            if lane.status == "running":
-                lane.status, lane.error = "oom", traceback.format_exc()
-    except Exception:
-        clock.pause()
-        for lane in lanes:
-            if lane.status == "running":
-                lane.status, lane.error = "failed", traceback.format_exc()
+            lane.stop(status_of(e), traceback.format_exc())
     finally:
+        clock.pause()
         bar.close()
-    mem, kind = peak_memory(dev)
-    results = []
-    for lane in lanes:
-        c = lane.p.cfg
-        if lane.preds is not None and lane.status == "ok":
-            lane.record.predictions(lane.preds.rows(c.data.label_words))
-            if c.save_adapter:
-                lane.record.adapter(lane.p)
-        seconds = clock.total / len(lanes)
-        ev = lane.eval_seconds
-        results.append({
-            "status": lane.status,
-            "method": c.method,
-            "steps_done": lane.steps_done,
-            "final": lane.final if lane.status == "ok" else None,
-            "best": lane.best,
-            "train_seconds": seconds,
-            "samples_per_second": lane.steps_done * c.batch_size * c.grad_accum / seconds if seconds else None,
-            "eval_seconds": ev,
-            "eval_samples_per_second": lane.eval_examples / ev if ev else None,
-            "peak_memory_mb": mem,
-            "memory_kind": kind,
-            "fused": len(lanes),
-            "trainable_params": lane.p.trainable_params,
-            "tokens_seen": lane.tokens_seen,
-            "train_loss_last": sum(lane.recent) / len(lane.recent) if lane.recent and lane.status == "ok" else None,
-            "error": lane.error,
-        })
-    return results
+    memory = peak_memory(dev)
+    return [lane.result(clock.total / len(lanes), memory, len(lanes)) for lane in lanes]
+
+
+def _progress(bar: Any, lanes: list[Lane]) -> None:
+    bar.update(1)
+    if len(lanes) > 1:
+        bar.set_postfix(running=sum(lane.status is Status.RUNNING for lane in lanes))
+    elif lanes[0].status is Status.RUNNING:
+        final = lanes[0].final
+        bar.set_postfix(loss=f"{lanes[0].recent[-1]:.4f}", **({"acc": f"{final['accuracy']:.3f}"} if final else {}))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import torch
-from peft import LoraConfig, PeftConfig, PeftModel
-from peft.tuners.lora import LoraLayer
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+
+if TYPE_CHECKING:  # the method contract is importable without torch (``lorabench methods`` lists it)
+    import torch
+    from peft import PeftConfig, PeftModel
+    from torch import nn
 
 ADAPTER = "default"
 
@@ -25,6 +27,14 @@ class Calibration(Protocol):
     """Training data for inits that need it (e.g. LoRA-GA's gradient estimate)."""
 
     def batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]: ...
+
+
+class Fusion(StrEnum):
+    """How a method's adapted layers train fused with other runs of the same method (:mod:`lorabench.fuse`)."""
+
+    SHARED_BASE = "shared_base"  # plain PEFT LoRA layers: W x once over every run's rows, s·B A x per run
+    OWN_MODULE = "own_module"  # each run's own module on its rows (DoRA's norm, GraLoRA's blocks, RandLoRA)
+    NONE = "none"  # never fused
 
 
 def option(default: Any, *, description: str, source: str, elsewhere: str = "", **constraints: Any) -> Any:
@@ -60,6 +70,9 @@ class Method:
     paper: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
     choices: ClassVar[tuple[Choice, ...]] = ()  # fixed settings and their sources, listed with the options
+    fusion: ClassVar[Fusion] = Fusion.SHARED_BASE
+    residual: ClassVar[bool] = False  # the init moves s·B₀A₀ ≠ 0 out of the frozen weight: W_res = W − s·B₀A₀
+    rate_axes: ClassVar[dict[str, str]] = {}  # a second learning-rate sweep axis → the option set to axis / lr
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:
         """Extra ``LoraConfig`` arguments (for example ``init_lora_weights``)."""
@@ -68,6 +81,8 @@ class Method:
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
         """The PEFT config to inject (``model`` is the frozen base, for methods whose shape depends on it)."""
+        from peft import LoraConfig
+
         return LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout,
                           task_type=task_type, modules_to_save=modules_to_save, **self.lora_kwargs(opts))
 
@@ -82,34 +97,16 @@ class Method:
 
     def build_optimizer(self, model: nn.Module, *, lr: float, weight_decay: float,
                         opts: BaseModel) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.AdamW(self.param_groups(model, lr=lr, weight_decay=weight_decay, opts=opts))
 
     def save_adapter(self, model: PeftModel, path: str) -> None:
-        """Save in PEFT format (safetensors)."""
-        model.save_pretrained(path, safe_serialization=True)
+        """Save in PEFT format (safetensors), loadable by plain PEFT onto the original base model: a residual
+        method's adapter is saved as the rank-2r LoRA s·(B A − B₀A₀) (see :func:`layers.save_residual`)."""
+        from .layers import save_residual
 
-
-def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
-    """The PEFT LoRA layers of ``model`` that carry the lorabench adapter."""
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
-            yield name, module
-
-
-def base_weight(layer: LoraLayer) -> torch.Tensor:
-    """The frozen base weight W (out x in) of a LoRA layer, as stored."""
-    return layer.get_base_layer().weight
-
-
-def set_with_residual(layer: LoraLayer, a: torch.Tensor, b: torch.Tensor) -> None:
-    """Set the adapter to A = ``a``, B = ``b`` and freeze W_res = W − s·B A in W's dtype, so W_res + s·B A = W.
-
-    For inits whose s·B A is not zero (MiLoRA, Init[AB]); the residual is formed in float32.
-    """
-    lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
-    w = base_weight(layer)
-    with torch.no_grad():
-        lora_a.copy_(a)
-        lora_b.copy_(b)
-        delta = layer.scaling[ADAPTER] * (lora_b.float() @ lora_a.float())
-        w.copy_((w.float() - delta.to(w.device)).to(w.dtype))
+        if self.residual:
+            save_residual(model, path)
+        else:
+            model.save_pretrained(path, safe_serialization=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import Choice, Method
+from .base import Choice, Fusion, Method
 from .registry import register
 
 
@@ -29,6 +29,7 @@ class Dora(Method):
     name = "dora"
     summary = "DoRA: W' = m ⊙ (W + s·B A)/‖W + s·B A‖ (row norms), magnitude m trained"
     paper = "Liu et al. 2024, arXiv:2402.09353"
+    fusion = Fusion.OWN_MODULE
     choices = (Choice("magnitude", "m = row norms of W (one per output unit), trained", "paper, authors, PEFT"),
                Choice("norm gradient", "‖W + s·B A‖ detached in backward", "PEFT, the paper's Sec. 4.3"),
                Choice("Hessian block", "lora_A and lora_B (m held fixed)", "the study's Hessian script",

@@ -18,13 +18,17 @@ GraLoRA layers are not PEFT LoRA layers: ``lora_layers`` does not see them.
 
 from __future__ import annotations
 
-from peft import GraloraConfig, PeftConfig
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from ..errors import ConfigError
-from .base import Choice, Method, option
+from .base import Choice, Fusion, Method, option
 from .registry import register
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
+    from torch import nn
 
 
 class GraloraOptions(BaseModel):
@@ -35,7 +39,7 @@ class GraloraOptions(BaseModel):
 
 def check_divisible(model: nn.Module, target_modules: str | list[str], rank: int, k: int) -> None:
     """ConfigError naming ``gralora_k`` unless k divides the rank and every targeted layer's dimensions."""
-    from ..adapters import targeted_linears
+    from ..models import targeted_linears
 
     if rank % k:
         raise ConfigError(f"gralora_k: {k} does not divide the rank {rank}")
@@ -51,11 +55,14 @@ class Gralora(Method):
     summary = "GraLoRA: k×k blocks with rank r/k adapters each; LoRA's parameter count, rank up to k·r"
     paper = "Jung et al. 2025, arXiv:2505.20355"
     Options = GraloraOptions
+    fusion = Fusion.OWN_MODULE
     choices = (Choice("hybrid_r", "0 (pure GraLoRA)", "the study, PEFT's GraloraConfig"),)
 
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
         assert isinstance(opts, GraloraOptions)
+        from peft import GraloraConfig
+
         k = opts.gralora_k
         check_divisible(model, target_modules, rank, k)
         return GraloraConfig(r=rank, alpha=alpha, gralora_k=k, hybrid_r=0, gralora_dropout=dropout,

@@ -17,18 +17,25 @@ code after PEFT injects plain LoRA layers. The saved adapter (PEFT format) appli
 as for PiSSA here.
 """
 
-import math
+from __future__ import annotations
 
-import torch
-from peft import PeftModel
+import math
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
-from .base import ADAPTER, Calibration, Choice, Method, lora_layers, set_with_residual
+from .base import ADAPTER, Calibration, Choice, Method
 from .registry import register
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
 
 
 def uniform(shape: tuple[int, int], fan_in: int, device: torch.device) -> torch.Tensor:
     """A matrix of ``shape`` ~ U(−1/√fan_in, 1/√fan_in)."""
+    import torch
+
     bound = 1 / math.sqrt(fan_in)
     return torch.empty(shape, device=device).uniform_(-bound, bound)
 
@@ -38,11 +45,14 @@ class InitAB(Method):
     name = "init_ab"
     summary = "Init[AB]: A, B ~ U(±1/√d_in), frozen W_res = W − s·B A"
     paper = "the 'Learning Rate Matters' study's Init[AB]; cf. Hayou et al. 2024, arXiv:2406.08447"
+    residual = True
     choices = (Choice("init", "A, B ~ U(±1/√d_in), d_in the layer's in_features", "the study's code (AB_1_1)",
                       "Hayou et al.'s fan-in reading bounds B by 1/√r (√(d_in/r) times larger)"),
                Choice("base", "W_res = W − s·B A (frozen)", "the study's code (RESET)"))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
+        from .layers import lora_layers, set_with_residual
+
         for _, layer in lora_layers(model):
             a = layer.lora_A[ADAPTER].weight
             r, d_in = a.shape

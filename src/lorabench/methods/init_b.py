@@ -6,12 +6,17 @@ With A = 0 the first gradient reaches A only (∂L/∂B = s · g xᵀ Aᵀ = 0),
 draw until A moves; the opposite of vanilla LoRA.
 """
 
-import torch
-from peft import PeftModel
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
-from .base import ADAPTER, Calibration, Choice, Method, lora_layers
+from .base import ADAPTER, Calibration, Choice, Method
 from .registry import register
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 B_BOUND = 0.01
 
@@ -25,6 +30,10 @@ class InitB(Method):
                       "Hayou et al.'s Init[A]/Init[B] draw the non-zero factor with its own fan-in bound"),)
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
+        import torch
+
+        from .layers import lora_layers
+
         with torch.no_grad():
             for _, layer in lora_layers(model):
                 layer.lora_A[ADAPTER].weight.zero_()

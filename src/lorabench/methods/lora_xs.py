@@ -20,41 +20,21 @@ adapter that PEFT loads without lorabench.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from peft import PeftModel
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
-from .base import ADAPTER, Calibration, Choice, Method, base_weight, lora_layers, option
+from .base import ADAPTER, Calibration, Choice, Method, option
 from .registry import register
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 class LoraXSOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lora_xs_init_std: float = option(1e-5, ge=0, description="standard deviation of R at init",
                                      source="authors' code (init_module_weights, sigma = 1e-5)")
-
-
-class ProjectThenMix(nn.Module):
-    """x ↦ R (A x): the frozen projection A (``weight``, r×n) followed by the trainable R (r×r)."""
-
-    def __init__(self, a: torch.Tensor, r_init: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(a, requires_grad=False)  # named like nn.Linear's for PEFT's dtype checks
-        self.mix = nn.Parameter(r_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.weight), self.mix)
-
-    def folded(self) -> nn.Linear:
-        """The equivalent plain projection R A."""
-        lin = nn.Linear(self.weight.shape[1], self.mix.shape[0], bias=False,
-                        device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(self.mix @ self.weight)
-        return lin
 
 
 @register
@@ -68,6 +48,11 @@ class LoraXS(Method):
                Choice("scale", "s = α / r", "lorabench (one (rank, α) for every method)", "authors: α = r"))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
+        import torch
+
+        from .layers import base_weight, lora_layers
+        from .lora_xs_layer import ProjectThenMix
+
         assert isinstance(opts, LoraXSOptions)
         for _, layer in lora_layers(model):
             r = layer.r[ADAPTER]
@@ -82,6 +67,9 @@ class LoraXS(Method):
             layer.lora_A[ADAPTER] = ProjectThenMix((s[:r, None] * vh[:r]).to(dtype), r_init.to(dtype))
 
     def save_adapter(self, model: PeftModel, path: str) -> None:
+        from .layers import lora_layers
+        from .lora_xs_layer import ProjectThenMix
+
         swapped = []
         for _, layer in lora_layers(model):
             xs = layer.lora_A[ADAPTER]

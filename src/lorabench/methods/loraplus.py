@@ -8,13 +8,18 @@ at λ·η_A; other full matrices (the classifier weight) stay at η_A. Weight de
 the classifier weight, never to biases.
 """
 
-import torch
-from peft.optimizers import create_loraplus_optimizer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from .base import Choice, Method, option
 from .registry import register
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class LoraPlusOptions(BaseModel):
@@ -30,9 +35,13 @@ class LoraPlus(Method):
     paper = "Hayou et al. 2024, arXiv:2402.12354"
     choices = (Choice("groups", "biases join B's rate; weight decay never on biases", "PEFT, the paper's code"),)
     Options = LoraPlusOptions
+    rate_axes = {"lr_b": "loraplus_ratio"}  # a sweep may give η_B directly: loraplus_ratio = lr_b / lr
 
     def build_optimizer(self, model: nn.Module, *, lr: float, weight_decay: float,
                         opts: BaseModel) -> torch.optim.Optimizer:
+        import torch
+        from peft.optimizers import create_loraplus_optimizer
+
         assert isinstance(opts, LoraPlusOptions)
         opt = create_loraplus_optimizer(model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=opts.loraplus_ratio,
                                         loraplus_weight_decay=weight_decay)

@@ -21,16 +21,24 @@ PEFT has no MiLoRA init; this is lorabench's own code, run after PEFT injects pl
 - The saved adapter (PEFT format) applies to W_res, not to W, as for PiSSA here.
 """
 
-import torch
-from peft import PeftModel
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
-from .base import ADAPTER, Calibration, Choice, Method, base_weight, lora_layers, set_with_residual
+from .base import ADAPTER, Calibration, Choice, Method
 from .registry import register
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
 
 
 def minor_factors(w: torch.Tensor, r: int, s: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) with s·B A = the r minor singular components of ``w``, in float32."""
+    import torch
+
     u, sv, vh = torch.linalg.svd(w.detach().float(), full_matrices=False)
     root = (sv[-r:] / s).sqrt()
     return root[:, None] * vh[-r:], u[:, -r:] * root
@@ -41,11 +49,14 @@ class MiLora(Method):
     name = "milora"
     summary = "MiLoRA: A, B from the r smallest singular triplets of W, principal part frozen"
     paper = "Wang et al. 2024, arXiv:2406.09044"
+    residual = True
     choices = (Choice("init", "the r smallest triplets, S divided by s; W_res = W − s·B A", "authors' code",
                       "the paper's formulas are the α = r case; PEFT has no MiLoRA"),
                Choice("SVD", "exact, float32", "lorabench", "the study's code: exact SVD as well"))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
+        from .layers import base_weight, lora_layers, set_with_residual
+
         for _, layer in lora_layers(model):
             a, b = minor_factors(base_weight(layer), layer.r[ADAPTER], layer.scaling[ADAPTER])
             set_with_residual(layer, a, b)

@@ -27,6 +27,7 @@ class Olora(Method):
     name = "olora"
     summary = "OLoRA: B = Q_r, A = R_r from the QR of W, frozen residual"
     paper = "Büyükakyüz 2024, arXiv:2406.01775"
+    residual = True
     choices = (Choice("init", "B = Q_r, A = R_r of W = Q R; W_res = W − s·B A", "PEFT (by the paper's author)",
                       "the paper writes W + Q_r R_r (s = 1); PEFT and lorabench keep s = α/r"),)
 

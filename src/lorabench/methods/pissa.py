@@ -29,6 +29,7 @@ class Pissa(Method):
     name = "pissa"
     summary = "PiSSA: A, B from the top-r singular triplets of W, frozen residual"
     paper = "Meng et al. 2024, arXiv:2404.02948"
+    residual = True
     choices = (Choice("init", "B = U_r (S_r/s)^½, A = (S_r/s)^½ V_rᵀ; W_res = W − s·B A", "paper, PEFT"),)
     Options = PissaOptions
 

@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import math
 
-from peft import PeftConfig, RandLoraConfig
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from ..errors import ConfigError
-from .base import Choice, Method, option
+from .base import Choice, Fusion, Method, option
 from .registry import register
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
+    from torch import nn
 
 TOLERANCE = 0.05
 
@@ -49,7 +53,7 @@ class RandLoraOptions(BaseModel):
 
 def layer_dims(model: nn.Module, target_modules: str | list[str]) -> list[tuple[int, int]]:
     """(d_in, d_out) of every targeted linear layer."""
-    from ..adapters import targeted_linears
+    from ..models import targeted_linears
 
     return [(lin.in_features, lin.out_features) for _, lin in targeted_linears(model, target_modules)]
 
@@ -85,10 +89,13 @@ class RandLora(Method):
     summary = "RandLoRA: full-rank ΔW from frozen random bases, trained diagonal scales; LoRA's count by default"
     paper = "Albert et al. 2025, arXiv:2502.00987"
     Options = RandLoraOptions
+    fusion = Fusion.OWN_MODULE
     choices = (Choice("bases", "PEFT's dense Kaiming bases, unit std, shared across layers", "PEFT"),)
 
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],
                     dropout: float, task_type: str, modules_to_save: list[str] | None, opts: BaseModel) -> PeftConfig:
+        from peft import RandLoraConfig
+
         assert isinstance(opts, RandLoraOptions)
         r = opts.randlora_r or matching_r(layer_dims(model, target_modules), rank)
         return RandLoraConfig(r=r, randlora_alpha=opts.randlora_alpha, randlora_dropout=dropout, target_modules=target_modules,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError, config_error
 from .base import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -44,3 +49,20 @@ def option_owner(key: str) -> str | None:
         if key in cls.Options.model_fields:
             return cls.name
     return None
+
+
+def method_options(method: str, options: dict[str, Any]) -> BaseModel:
+    """Validate ``options`` against ``method``'s option model; errors name the option and the method."""
+    try:
+        m = get_method(method)
+    except KeyError as e:
+        raise ConfigError(f"method: {e.args[0]}") from None
+    for key in options:
+        if key not in m.Options.model_fields:
+            owner = option_owner(key)
+            where = f" (it belongs to {owner!r})" if owner else ""
+            raise ConfigError(f"{key}: option not taken by method {method!r}{where}")
+    try:
+        return m.Options(**options)
+    except ValidationError as e:
+        raise config_error(e, suffix=f" for method {method!r}") from None

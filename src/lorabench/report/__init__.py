@@ -19,7 +19,7 @@ from .render import Block
 __all__ = ["write_report"]
 
 OWN = [f"figures/{stem}.{ext}" for stem in ("accuracy_vs_lr", "training_curves", "training_curves_zoom",
-                                              "loraplus_heatmap*", "sensitivity_*", "best_lr_vs_lambda_max")
+                                              "lr_heatmap_*", "sensitivity_*", "best_lr_vs_lambda_max")
        for ext in ("png", "pdf")] + [f"tables/{stem}.{ext}" for stem in (
            "comparison", "hyperparameters", "accuracy_by_lr", "setup", "provenance", "trials")
            for ext in ("csv", "tex")]
@@ -65,7 +65,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | No
     blocks += [Block("h2", "Training curves of the best runs")]
     blocks += [Block("figure", f) for f in curves] or [
         Block("p", "No metrics.jsonl was found for the best runs (run folders not on this machine).")]
-    sections = (("loraplus_heatmap", "LoRA+: η_A × η_B"), ("sensitivity_", "Sensitivity to the other axes"),
+    sections = (("lr_heatmap_", "Two learning rates"), ("sensitivity_", "Sensitivity to the other axes"),
                 ("best_lr_vs_lambda_max", "Learning rate and sharpness"))
     for prefix, head in sections:
         fs = [f for n, f in by_name.items() if n.startswith(prefix)]

@@ -11,33 +11,33 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean, pstdev
 from typing import Any
 
 from ..errors import ConfigError
-from ..sweep import best as sweep_best, open_store
-from ..sweep.store import DONE
-
-BAD = ("diverged", "failed", "oom")  # finished without a final accuracy
+from ..methods.registry import get_method
+from ..records import BAD, FINISHED, CurvePoint, TrialRow
+from ..sweep.curves import final, per_rate, points
+from ..sweep.summary import best as sweep_best, open_store
+from ..text import num as fmt_value
 
 
 @dataclass
 class SweepData:
     sweep_dir: Path
-    rows: list[dict[str, Any]]  # every trial of the store, any status
+    rows: list[TrialRow]  # every trial of the store, any status
     best: dict[str, Any]  # lorabench.sweep.best(store), as is
     meta: dict[str, Any] | None  # the sweep config recorded by run_sweep (sweep + base)
     strategy: str | None
     methods: list[str] = field(default_factory=list)  # in the sweep config's order
 
     @property
-    def finished(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] in DONE]
+    def finished(self) -> list[TrialRow]:
+        return [r for r in self.rows if r["status"] in FINISHED]
 
-    def method_rows(self, method: str) -> list[dict[str, Any]]:
+    def method_rows(self, method: str) -> list[TrialRow]:
         return [r for r in self.rows if r["method"] == method]
 
-    def group_rows(self, group: dict[str, Any]) -> list[dict[str, Any]]:
+    def group_rows(self, group: dict[str, Any]) -> list[TrialRow]:
         g = json.dumps(group, sort_keys=True)
         return [r for r in self.rows if r["grp"] == g]
 
@@ -50,7 +50,7 @@ def load(sweep_dir: str | Path, store_url: str | None = None) -> SweepData:
         rows = store.rows()
         if not rows:
             raise ConfigError(f"{sweep_dir}: the sweep has no trials")
-        if not any(r["status"] in DONE for r in rows):
+        if not any(r["status"] in FINISHED for r in rows):
             raise ConfigError(f"{sweep_dir}: no finished trial yet ({len(rows)} pending or running)")
         b = sweep_best(store)
         meta = store.get_meta("sweep")
@@ -65,10 +65,6 @@ def load(sweep_dir: str | Path, store_url: str | None = None) -> SweepData:
 
 # --- labels and numbers ---------------------------------------------------------------------------------
 
-def fmt_value(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
 def setting(group: dict[str, Any]) -> str:
     """The group's axes other than the method, e.g. ``rank=8, batch_size=16`` (empty if none)."""
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in group.items() if k != "method")
@@ -80,18 +76,9 @@ def group_label(group: dict[str, Any]) -> str:
 
 
 def lambda_max(t: dict[str, Any]) -> float | None:
-    """λ_max of a ``best()`` table row, if measured: a number, or a {mean: …} mapping; else None."""
+    """λ_max of a ``best()`` table row, if measured (a positive finite number), else None."""
     v = t.get("lambda_max")
-    if isinstance(v, dict):
-        v = v.get("mean")
-    if isinstance(v, int | float) and math.isfinite(v) and v > 0:
-        return float(v)
-    return None
-
-
-def final(r: dict[str, Any], key: str = "accuracy") -> float | None:
-    f = (r.get("result") or {}).get("final") if r["status"] == "ok" else None
-    return float(f[key]) if f and f.get(key) is not None else None
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) and v > 0 else None
 
 
 def per_method_best(data: SweepData) -> list[dict[str, Any]]:
@@ -107,45 +94,24 @@ def per_method_best(data: SweepData) -> list[dict[str, Any]]:
 
 # --- learning-rate curves -------------------------------------------------------------------------------
 
-def _ms(xs: list[float]) -> tuple[float | None, float | None]:
-    return (mean(xs), pstdev(xs) if len(xs) > 1 else 0.0) if xs else (None, None)
+def lr_points(rows: list[TrialRow]) -> list[CurvePoint]:
+    """A group's curve with one point per learning rate (:func:`lorabench.sweep.curves.points`, the curve
+    ``best`` uses; where a second rate axis varies, the best point at each rate)."""
+    return per_rate(points(rows))
 
 
-def lr_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per learning rate of a group: mean ± std over the seeds that finished ``ok``, and the
-    statuses of those that did not. Where a group holds several trials per rate that differ by more
-    than the seed (the LoRA+ η_A × η_B grid: ``lr_b``), the best of them at that rate is shown."""
-    cells: dict[tuple[float, Any], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        cells[(r["lr"], r["axes"].get("lr_b"))].append(r)
-    by_lr: dict[float, list[dict[str, Any]]] = defaultdict(list)
-    for (lr, lr_b), rs in cells.items():
-        accs = [a for a in (final(r) for r in rs) if a is not None]
-        f1s = [a for a in (final(r, "macro_f1") for r in rs) if a is not None]
-        am, asd = _ms(accs)
-        fm, fsd = _ms(f1s)
-        by_lr[lr].append({"lr": lr, "lr_b": lr_b, "accuracy": am, "accuracy_std": asd, "macro_f1": fm,
-                          "macro_f1_std": fsd, "n_ok": len(accs), "n": len(rs),
-                          "statuses": dict(Counter(r["status"] for r in rs))})
-    out = []
-    for lr in sorted(by_lr):
-        pts = by_lr[lr]
-        top = max(pts, key=lambda p: -1.0 if p["accuracy"] is None else p["accuracy"])
-        statuses: Counter[str] = Counter()
-        for p in pts:
-            statuses.update(p["statuses"])
-        out.append({**top, "statuses": dict(statuses), "n": sum(p["n"] for p in pts),
-                    "bad": sum(statuses.get(s, 0) for s in BAD)})
-    return out
+def shown(p: CurvePoint, key: str = "accuracy") -> float | None:
+    """A point's mean as the report shows it: None (the statuses are shown instead) when no seed finished ok."""
+    return p[key]["mean"] if p["n_ok"] else None  # type: ignore[literal-required]
 
 
-def bad_trials(data: SweepData) -> list[dict[str, Any]]:
+def bad_trials(data: SweepData) -> list[TrialRow]:
     return [r for r in data.rows if r["status"] in BAD]
 
 
 # --- per-trial curves -----------------------------------------------------------------------------------
 
-def run_dir(data: SweepData, r: dict[str, Any]) -> Path | None:
+def run_dir(data: SweepData, r: TrialRow) -> Path | None:
     here = data.sweep_dir / "trials" / r["key"]
     if here.is_dir():
         return here
@@ -165,7 +131,7 @@ def read_metrics(folder: Path | None) -> list[dict[str, Any]]:
     return out
 
 
-def best_run(data: SweepData, t: dict[str, Any]) -> dict[str, Any] | None:
+def best_run(data: SweepData, t: dict[str, Any]) -> TrialRow | None:
     """The trial behind a ``best()`` table row: at its best lr, the seed with the highest final accuracy."""
     rows = [r for r in data.group_rows(t["group"]) if r["lr"] == t["best_lr"] and final(r) is not None]
     if not rows:
@@ -173,7 +139,7 @@ def best_run(data: SweepData, t: dict[str, Any]) -> dict[str, Any] | None:
     return max(rows, key=lambda r: (final(r), -r["seed"]))
 
 
-def curves(data: SweepData, r: dict[str, Any]) -> dict[str, list[float]]:
+def curves(data: SweepData, r: TrialRow) -> dict[str, list[float]]:
     """A trial's training loss at every step and its dev accuracy / macro-F1 at every evaluation."""
     out: dict[str, list[float]] = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": [],
                                    "eval_macro_f1": []}
@@ -192,7 +158,14 @@ def curves(data: SweepData, r: dict[str, Any]) -> dict[str, list[float]]:
 
 # --- what was explored ----------------------------------------------------------------------------------
 
-SENSITIVITY_AXES = ("rank", "batch_size", "steps", "loraplus_ratio")
+def sensitivity_axes(data: SweepData) -> list[str]:
+    """Every swept axis but the learning rates (and the options a two-rate grid derives from them)."""
+    out: set[str] = set()
+    for r in data.rows:
+        declared = get_method(r["method"]).rate_axes
+        derived = {declared[a] for a in r["axes"] if a in declared}
+        out |= {a for a in r["axes"] if not a.startswith("lr_") and a not in derived}
+    return sorted(out)
 
 
 def explored(data: SweepData, method: str) -> dict[str, Any]:
@@ -202,8 +175,9 @@ def explored(data: SweepData, method: str) -> dict[str, Any]:
     for r in rows:
         for k, v in r["axes"].items():
             axes[k].add(v)
-    if "lr_b" in axes:  # the η_A × η_B grid: the ratio is derived, show η_B instead
-        axes.pop("loraplus_ratio", None)
+    declared = get_method(method).rate_axes
+    for axis in [a for a in axes if a in declared]:  # a two-rate grid: its option is derived, show the rate instead
+        axes.pop(declared[axis], None)
     return {"method": method, "lrs": sorted({r["lr"] for r in rows}), "axes": {k: sorted(v) for k, v in axes.items()},
             "seeds": sorted({r["seed"] for r in rows}), "trials": len(rows),
             "statuses": dict(sorted(Counter(r["status"] for r in rows).items()))}

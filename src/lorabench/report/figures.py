@@ -21,8 +21,10 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from .data import (SENSITIVITY_AXES, SweepData, best_run, curves, final, fmt_value, group_label,  # noqa: E402
-                   lambda_max, lr_points, per_method_best, setting)
+from ..methods.registry import get_method  # noqa: E402
+from ..sweep.curves import rate_axes  # noqa: E402
+from .data import (SweepData, best_run, curves, final, fmt_value, group_label, lambda_max, lr_points,  # noqa: E402
+                   per_method_best, sensitivity_axes, setting, shown)
 
 DPI = 160
 BAD_MARK = {"diverged": "x", "failed": "X", "oom": "s"}
@@ -96,19 +98,19 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
         g = json.dumps(t["group"], sort_keys=True)
         color, ls, mk = styles[g]
         pts = lr_points(data.group_rows(t["group"]))
-        grid_note |= any(p["lr_b"] is not None for p in pts)
-        ok = [p for p in pts if p["accuracy"] is not None]
-        for ax, key in zip(axes, ("accuracy", "macro_f1")):
+        grid_note |= any("paired" in p for p in pts)
+        ok = [p for p in pts if shown(p) is not None]
+        for ax, key in zip(axes, ("accuracy", "macro_f1"), strict=True):
             x = [p["lr"] for p in ok]
-            y = [100 * p[key] for p in ok]
-            e = [100 * p[f"{key}_std"] for p in ok]
+            y = [100 * p[key]["mean"] for p in ok]  # type: ignore[literal-required]
+            e = [100 * p[key]["std"] for p in ok]  # type: ignore[literal-required]
             ax.errorbar(x, y, yerr=e if any(e) else None, color=color, ls=ls, marker=mk, ms=4, capsize=2,
                         label=group_label(t["group"]) if ax is axes[0] else None)
             if t["best_lr"] in x:
                 i = x.index(t["best_lr"])
                 ax.plot([x[i]], [y[i]], marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none", zorder=5)
         for p in pts:
-            for status, n in p["statuses"].items():
+            for status, n in p["counts"].items():
                 if status in BAD_MARK and n:
                     any_bad.add(status)
                     level = stacked[p["lr"]]  # several groups failing at one rate: stack their marks
@@ -119,7 +121,7 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
                                 color=color, transform=tr, clip_on=False, ls="none", zorder=6)
     for ax, name in zip(axes, ("dev accuracy (%)", "dev macro-F1 (%)")):
         ax.set_xscale("log")
-        ax.set_xlabel("learning rate" + (r" ($\eta_A$ for the LoRA+ grid)" if grid_note else ""))
+        ax.set_xlabel("learning rate" + (" (lr of a two-rate grid, best over its second rate)" if grid_note else ""))
         ax.set_ylabel(name)
         lo, hi = ax.get_ylim()
         room = 0.06 + 0.045 * max(stacked.values(), default=0)  # room for the failure marks at the bottom
@@ -212,32 +214,34 @@ def _steps_str(steps: list[int]) -> str:
     return ", ".join(map(str, steps)) or "none"
 
 
-def loraplus_heatmaps(data: SweepData, out_dir: Path) -> list[Figure]:
+def rate_heatmaps(data: SweepData, out_dir: Path) -> list[Figure]:
+    """Dev accuracy over a two-rate grid (lr × a method's second learning-rate axis), one figure per group."""
     out = []
     for t in _groups(data):
-        rows = [r for r in data.group_rows(t["group"]) if "lr_b" in r["axes"]]
+        rows = [r for r in data.group_rows(t["group"]) if rate_axes(r["axes"])]
         if not rows:
             continue
+        axis = next(iter(rate_axes(rows[0]["axes"])))
         a_vals = sorted({r["lr"] for r in rows})
-        b_vals = sorted({r["axes"]["lr_b"] for r in rows})
+        b_vals = sorted({r["axes"][axis] for r in rows})
         acc = np.full((len(b_vals), len(a_vals)), np.nan)
         notes: dict[tuple[int, int], str] = {}
         for i, b in enumerate(b_vals):
             for j, a in enumerate(a_vals):
-                cell = [r for r in rows if r["lr"] == a and r["axes"]["lr_b"] == b]
+                cell = [r for r in rows if r["lr"] == a and r["axes"][axis] == b]
                 accs = [x for x in (final(r) for r in cell) if x is not None]
                 if accs:
                     acc[i, j] = 100 * float(np.mean(accs))
-                bad = sorted({r["status"] for r in cell if r["status"] not in ("ok",)})
+                bad = sorted({r["status"].value for r in cell if r["status"] != "ok"})
                 notes[(i, j)] = "–" if not cell else ("\n" + "/".join(bad) if bad else "")
         fig, ax = plt.subplots(figsize=(1.1 * len(a_vals) + 2.2, 0.75 * len(b_vals) + 1.6))
         im = ax.imshow(np.ma.masked_invalid(acc), origin="lower", cmap="viridis", aspect="auto")
         ax.set_facecolor("#dddddd")
         ax.grid(False)
-        ax.set_xticks(range(len(a_vals)), [f"{a:.3g}" for a in a_vals])
-        ax.set_yticks(range(len(b_vals)), [f"{b:.3g}" for b in b_vals])
-        ax.set_xlabel(r"$\eta_A$ (learning rate of A)")
-        ax.set_ylabel(r"$\eta_B$ (learning rate of B)")
+        ax.set_xticks(range(len(a_vals)), [fmt_value(a) for a in a_vals])
+        ax.set_yticks(range(len(b_vals)), [fmt_value(b) for b in b_vals])
+        ax.set_xlabel("lr")
+        ax.set_ylabel(axis)
         finite = acc[np.isfinite(acc)]
         mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0
         for (i, j), note in notes.items():
@@ -246,17 +250,18 @@ def loraplus_heatmaps(data: SweepData, out_dir: Path) -> list[Figure]:
             ax.text(j, i, txt.strip("\n") or "–", ha="center", va="center", fontsize=7,
                     color="white" if np.isfinite(v) and v < mid else "black")
         fig.colorbar(im, ax=ax, label="dev accuracy (%)")
-        s = setting({k: v for k, v in t["group"].items() if k != "loraplus_ratio"})
-        ax.set_title(r"LoRA+ accuracy over $\eta_A \times \eta_B$" + (f" ({s})" if s else ""))
+        derived = get_method(t["method"]).rate_axes.get(axis)
+        s = setting({k: v for k, v in t["group"].items() if k != derived})
+        ax.set_title(f"{t['method']} accuracy over lr × {axis}" + (f" ({s})" if s else ""))
         fig.tight_layout()
-        name = "loraplus_heatmap" + (f"_{slug(s)}" if s else "")
+        name = f"lr_heatmap_{t['method']}" + (f"_{slug(s)}" if s else "")
         if np.isfinite(acc).any():
             i, j = np.unravel_index(np.nanargmax(acc), acc.shape)
-            top = f"; best cell η_A = {a_vals[j]:.3g}, η_B = {b_vals[i]:.3g} ({acc[i, j]:.2f}%)"
+            top = f"; best cell lr = {fmt_value(a_vals[j])}, {axis} = {fmt_value(b_vals[i])} ({acc[i, j]:.2f}%)"
         else:
             top = ""
         out.append(Figure(save(fig, out_dir, name),
-                          f"LoRA+ dev accuracy (mean over seeds) for every η_A × η_B pair{top}; "
+                          f"{t['method']} dev accuracy (mean over seeds) for every lr × {axis} pair{top}; "
                           "a cell names the statuses of trials that did not finish ok, – where none ran."))
     return out
 
@@ -264,7 +269,7 @@ def loraplus_heatmaps(data: SweepData, out_dir: Path) -> list[Figure]:
 def sensitivity(data: SweepData, out_dir: Path) -> list[Figure]:
     c, mk = colors(data), markers(data)
     out = []
-    for axis in SENSITIVITY_AXES:
+    for axis in sensitivity_axes(data):
         series: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for t in _groups(data):
             if axis in t["group"]:
@@ -342,7 +347,7 @@ def lr_vs_lambda(data: SweepData, out_dir: Path) -> list[Figure]:
 def all_figures(data: SweepData, out_dir: Path, zoom_steps: int | None = None) -> list[Figure]:
     figs = lr_curves(data, out_dir)
     figs += training_curves(data, out_dir, zoom_steps)
-    figs += loraplus_heatmaps(data, out_dir)
+    figs += rate_heatmaps(data, out_dir)
     figs += sensitivity(data, out_dir)
     figs += lr_vs_lambda(data, out_dir)
     return figs

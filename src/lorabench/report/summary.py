@@ -7,16 +7,17 @@ from collections import Counter, defaultdict
 from statistics import mean
 from typing import Any
 
-from .data import (BAD, SENSITIVITY_AXES, SweepData, bad_trials, explored, final, fmt_value, group_label,
-                   lambda_max, per_method_best)
+from ..records import BAD
+from ..sweep.curves import rate_axes
+from .data import (SweepData, bad_trials, explored, final, fmt_value, group_label, lambda_max, per_method_best,
+                   sensitivity_axes)
 
 
 def pts(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def lr(x: float) -> str:
-    return f"{x:.3g}"
+lr = fmt_value
 
 
 def ratio(x: float) -> str:
@@ -190,7 +191,7 @@ def _lambda(best: list[dict[str, Any]]) -> list[str]:
 
 def _sensitivity(data: SweepData) -> list[str]:
     out = []
-    for axis in SENSITIVITY_AXES:
+    for axis in sensitivity_axes(data):
         for m in data.methods:
             ts = [t for t in data.best["table"] if t["method"] == m and axis in t["group"]]
             vals = {t["group"][axis] for t in ts}
@@ -204,19 +205,19 @@ def _sensitivity(data: SweepData) -> list[str]:
     return out
 
 
-def _loraplus_grid(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+def _rate_grid(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
     out = []
     for t in best:
-        rows = [r for r in data.group_rows(t["group"]) if "lr_b" in r["axes"] and final(r) is not None]
+        rows = [r for r in data.group_rows(t["group"]) if rate_axes(r["axes"]) and final(r) is not None]
         if not rows:
             continue
+        axis = next(iter(rate_axes(rows[0]["axes"])))
         cells: dict[tuple[float, float], list[float]] = defaultdict(list)
         for r in rows:
-            cells[(r["lr"], r["axes"]["lr_b"])].append(final(r))  # type: ignore[arg-type]
+            cells[(r["lr"], r["axes"][axis])].append(final(r))  # type: ignore[arg-type]
         (a, b), accs = max(cells.items(), key=lambda kv: mean(kv[1]))
-        n = len(cells)
-        out.append(f"{t['method']} ran the η_A × η_B grid ({n} pairs): its best pair is η_A = {lr(a)}, "
-                   f"η_B = {lr(b)} (ratio {b / a:.3g}) at {pts(mean(accs))}%.")
+        out.append(f"{t['method']} ran a grid of lr × {axis} ({len(cells)} pairs): its best pair is lr = {lr(a)}, "
+                   f"{axis} = {lr(b)} (ratio {b / a:.3g}) at {pts(mean(accs))}%.")
     return out
 
 
@@ -233,5 +234,5 @@ def summarize(data: SweepData) -> list[str]:
         out += [*_peaks(best), *_rates(data, best)]
     out += _failures(data, best)
     if best:
-        out += [*_cost(best), *_seeds(data, best), *_lambda(best), *_sensitivity(data), *_loraplus_grid(data, best)]
+        out += [*_cost(best), *_seeds(data, best), *_lambda(best), *_sensitivity(data), *_rate_grid(data, best)]
     return out

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from .data import BAD, SweepData, explored, fmt_value, group_label, lambda_max, lr_points, per_method_best, setting
+from ..records import BAD
+from ..sweep.curves import rate_axes
+from .data import SweepData, explored, fmt_value, group_label, lambda_max, lr_points, per_method_best, setting, shown
 
 MEMORY_KINDS = {"cpu_peak_rss": "CPU peak resident set size of the trial's process, loading included",
                 "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated from the first step"}
@@ -43,8 +45,7 @@ def pm(ms: dict[str, float], seeds: int) -> str:
     return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if seeds > 1 else "")
 
 
-def lr_str(x: float) -> str:
-    return f"{x:.3g}"
+lr_str = fmt_value
 
 
 def statuses_str(st: dict[str, int]) -> str:
@@ -96,8 +97,7 @@ def comparison(data: SweepData) -> Table:
 def hyperparameters(data: SweepData) -> Table:
     ex = [explored(data, m) for m in data.methods]
     axes = sorted({k for e in ex for k in e["axes"]})
-    names = {"lr_b": "η_B"}
-    cols = ["method", "learning rates" + (" (η_A)" if "lr_b" in axes else "")] + [names.get(a, a) for a in axes] + [
+    cols = ["method", "learning rates"] + axes + [
         "seeds", "strategy", "trials", "statuses"]
     rows, raw = [], []
     for e in ex:
@@ -133,31 +133,33 @@ def accuracy_by_lr(data: SweepData) -> Table:
             if p is None:
                 cells.append("–")
                 rcells.append(None)
-            elif p["accuracy"] is None:
-                cells.append(next((s for s in BAD if p["statuses"].get(s)), "–"))
+            elif shown(p) is None:
+                cells.append(next((s.value for s in BAD if p["counts"].get(s)), "–"))
                 rcells.append(None)
             else:
-                cells.append(pct(p["accuracy"]) + ("†" if p["bad"] else ""))
-                rcells.append(p["accuracy"])
+                cells.append(pct(p["accuracy"]["mean"]) + ("†" if p["n_ok"] < p["seeds"] else ""))
+                rcells.append(p["accuracy"]["mean"])
                 if lr == t["best_lr"]:
                     bold.add((i, j + 1))
         rows.append(cells)
         raw.append(rcells)
-    cap = ("Dev accuracy (%) at every learning rate, mean over the seeds that finished; diverged/failed: no seed "
-           "finished; † some seeds did not; bold: the rate that best() selects (failed seeds count as 0 there).")
-    if any(p["lr_b"] is not None for g in pts.values() for p in g.values()):
-        cap += " For the LoRA+ η_A × η_B grid the rate is η_A and the cell the best over η_B."
+    cap = ("Dev accuracy (%) at every learning rate, mean over seeds, a seed that did not finish ok counting as 0 "
+           "(the rule best() uses); diverged/failed: no seed finished; † some seeds did not; bold: the rate that "
+           "best() selects.")
+    if any("paired" in p for g in pts.values() for p in g.values()):
+        cap += " For a two-rate grid the rate is lr and the cell the best over the second rate."
     return Table("accuracy_by_lr", cap, ["learning rate", *labels], rows, ["lr", *labels], raw, bold=bold)
 
 
 def trials(data: SweepData) -> Table:
-    cols = ["key", "method", "group", "lr", "lr_b", "seed", "status", "accuracy", "macro_f1", "steps_done",
+    cols = ["key", "method", "group", "lr", "second_rate", "seed", "status", "accuracy", "macro_f1", "steps_done",
             "train_seconds", "peak_memory_mb", "memory_kind", "trainable_params"]
     raw = []
     for r in data.rows:
         res = r["result"] or {}
         fin = res.get("final") or {}
-        raw.append([r["key"], r["method"], r["grp"], r["lr"], r["axes"].get("lr_b"), r["seed"], r["status"],
+        second = ";".join(f"{k}={v}" for k, v in rate_axes(r["axes"]).items()) or None
+        raw.append([r["key"], r["method"], r["grp"], r["lr"], second, r["seed"], r["status"].value,
                     fin.get("accuracy"), fin.get("macro_f1"), res.get("steps_done"), res.get("train_seconds"),
                     res.get("peak_memory_mb"), res.get("memory_kind"), res.get("trainable_params")])
     return Table("trials", "Every trial of the sweep.", cols, [], cols, raw, tex=False)

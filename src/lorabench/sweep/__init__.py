@@ -1,7 +1,20 @@
-"""Sweeps: search spaces, strategies, the trial store and executors."""
+"""Sweeps: search spaces, strategies, the trial store, scheduling and executors.
 
-from .config import Sweep, SweepConfig, load_sweep
-from .runner import run_sweep
-from .summary import best, format_best, open_store, status
+Names load on first use, so ``lorabench status`` and ``best`` read a store without importing torch.
+"""
 
-__all__ = ["Sweep", "SweepConfig", "best", "format_best", "load_sweep", "open_store", "run_sweep", "status"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {"Sweep": "config", "SweepConfig": "config", "load_sweep": "config", "run_sweep": "runner",
+        "best": "summary", "format_best": "summary", "open_store": "summary", "status": "summary"}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'lorabench.sweep' has no attribute {name!r}")

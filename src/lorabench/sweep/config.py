@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from ..config import merge, read_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, config_error
 from .space import SweepSpace, TrialSpec, expand
 
 
@@ -49,9 +49,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     try:
         cfg = SweepConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{path}: {key}: {err['msg']}") from None
+        raise config_error(e, str(path)) from None
     base = read_yaml(path.parent / cfg.base) if isinstance(cfg.base, str) else dict(cfg.base)
     base = merge(merge(base, cfg.set), overrides or {})
     return Sweep(cfg, base, str(path))

@@ -9,6 +9,7 @@ dead worker go back to pending, and the strategy proposes the same trials from t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +23,11 @@ from ..config import merge, validate
 from ..errors import ConfigError
 from ..measure import free_memory
 from ..files import atomic_write_text
+from ..records import FINISHED, SCHEMA_VERSION, Status
 from .config import Sweep
 from .executors import run_local, run_ray
-from .store import DONE, Store, default_url
+from .store import Store, default_url
+from .schedule import fused_tasks
 from .strategies import STRATEGIES
 
 if TYPE_CHECKING:
@@ -46,9 +49,9 @@ class Monitor(threading.Thread):
     def refresh(self) -> None:
         rows = self.store.rows()
         self.total.total = len(rows)
-        self.total.n = sum(r["status"] in DONE for r in rows)
+        self.total.n = sum(r["status"] in FINISHED for r in rows)
         self.total.refresh()
-        running = sorted((r for r in rows if r["status"] == "running"), key=lambda r: r["owner"] or "")
+        running = sorted((r for r in rows if r["status"] is Status.RUNNING), key=lambda r: r["owner"] or "")
         for i, line in enumerate(self.lines):
             if i < len(running):
                 r = running[i]
@@ -73,38 +76,31 @@ class Monitor(threading.Thread):
 
 def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
                      log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Each method's Hessian at init (``lorabench.hessian.measure`` with ``hcfg``) on the sweep's base config
-    with that method at the first seed, kept in the store's meta ``hessian`` (method → result). A method
-    already measured with the same settings is not measured again."""
+    """Each group's Hessian at init (``lorabench.hessian.measure`` with ``hcfg``), on the config of the group's
+    first trial (its method and axes, the sweep's first seed), kept in the store's meta ``hessian`` keyed by the
+    group. A group already measured with the same settings is not measured again; groups whose configs differ
+    only in what the Hessian at init does not see (lr, steps, batching) share one measurement."""
     from ..hessian import measure
 
-    for method in sweep.cfg.space.methods:
-        known = (store.get_meta("hessian") or {}).get(method)
-        if known is not None and known.get("hessian") == hcfg.model_dump(mode="json"):
+    settings = hcfg.model_dump(mode="json")
+    first: dict[str, Any] = {}
+    for t in sweep.trials:
+        if t.seed == sweep.cfg.space.seeds[0]:
+            first.setdefault(t.group, t.config)
+    done: dict[str, Any] = {}
+    for group, config in first.items():
+        known = (store.get_meta("hessian") or {}).get(group)
+        if known is not None and known.get("hessian") == settings:
             continue
-        cfg = validate(merge(sweep.base, {"method": method, "seed": sweep.cfg.space.seeds[0]}), sweep.source)
-        result = measure(cfg, hcfg, log=log)
-        store.set_meta("hessian", {**(store.get_meta("hessian") or {}), method: result})
+        key = json.dumps({k: v for k, v in config.items() if k not in HESSIAN_BLIND}, sort_keys=True)
+        if key not in done:
+            done[key] = measure(validate(config, sweep.source), hcfg, log=log)
+        store.set_meta("hessian", {**(store.get_meta("hessian") or {}), group: done[key]})
     return store.get_meta("hessian") or {}
 
 
-def fused_tasks(rows: list[dict[str, Any]], fuse: int | None, free_bytes: float | None = None) -> list[list[str]]:
-    """Pending trials as tasks: trials with the same ``fuse_key`` (they differ only in lr, seed or method
-    options) in groups of at most ``fuse`` (``None``: :func:`lorabench.fuse.auto_fuse` from ``free_bytes``,
-    the memory free to each worker); every other trial alone. Groups keep the store's order."""
-    from ..fuse import auto_fuse, fuse_key
-
-    groups: dict[Any, list[tuple[str, Any]]] = {}
-    for r in rows:
-        cfg = validate(r["config"], f"trial {r['key']}")
-        key = fuse_key(cfg)
-        groups.setdefault(key if key is not None else ("alone", r["key"]), []).append((r["key"], cfg))
-    tasks = []
-    for members in groups.values():
-        k = fuse if fuse is not None else auto_fuse(members[0][1], free_bytes or 0)
-        keys = [m[0] for m in members]
-        tasks += [keys[i : i + max(1, k)] for i in range(0, len(keys), max(1, k))]
-    return tasks
+HESSIAN_BLIND = ("lr", "steps", "batch_size", "grad_accum", "warmup_steps", "schedule", "eval_every",
+                 "eval_batch_size", "save_adapter", "report_to")  # no effect on the loss or the init
 
 
 def trial_device(sweep: Sweep) -> torch.device:
@@ -137,14 +133,12 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
     recorded = store.get_meta("sweep")
     if recorded is not None and recorded["base"] != sweep.base:
         raise ConfigError(f"{out}: holds a sweep of another base config; use a new folder")
-    known = store.rows()
-    if known:  # trials recorded by a lorabench whose run config had other fields would not match by key
-        old = known[0]["config"]
-        now = validate(old, f"{out}: trial {known[0]['key']}").dump()
-        if set(now) != set(old):
-            raise ConfigError(f"{out}: its trials were recorded with other run-config fields "
-                              f"({', '.join(sorted(set(now) ^ set(old)))}); resume it with the lorabench "
-                              "that made it, or use a new folder")
+    schema = store.get_meta("schema_version")
+    if store.rows() and schema != SCHEMA_VERSION:  # its trial keys and records would not match this lorabench's
+        raise ConfigError(f"{out}: its trials were recorded by a lorabench of record schema {schema or 1} "
+                          f"(this one writes {SCHEMA_VERSION}); resume it with the lorabench that made it, "
+                          "or use a new folder")
+    store.set_meta("schema_version", SCHEMA_VERSION)
     store.set_meta("sweep", sweep.dump())
     store.set_meta("strategy", strategy)
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
@@ -158,7 +152,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             proposals = propose(sweep.trials, done)
             store.add(proposals)
             rows = {r["key"]: r for r in store.rows()}
-            pending = [rows[s.key] for s in proposals if rows[s.key]["status"] == "pending"]
+            pending = [rows[s.key] for s in proposals if rows[s.key]["status"] is Status.PENDING]
             if not pending:
                 break
             free = None if fuse is not None else free_memory(trial_device(sweep)) / max(1, workers)
@@ -176,6 +170,6 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
         measure_hessians(sweep, store, hcfg, log=(lambda m: tqdm.write(m)) if progress else (lambda _: None))
     counts: dict[str, int] = {}
     for r in store.rows():
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        counts[r["status"].value] = counts.get(r["status"].value, 0) + 1
     store.close()
     return counts

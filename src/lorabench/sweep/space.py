@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from ..config import RunConfig, merge, validate
+from ..config import merge, validate
+from ..methods.registry import get_method, method_options, option_owner
 
 
 class LogGrid(BaseModel):
@@ -40,14 +41,6 @@ class LogGrid(BaseModel):
 LrSpec = LogGrid | list[float]
 
 
-class LoraPlusGrid(BaseModel):
-    """The SST-2 study's η_A × η_B grid; each pair is a LoRA+ trial with lr = η_A, ratio = η_B / η_A."""
-
-    model_config = ConfigDict(extra="forbid")
-    lr_a: list[float] = Field(min_length=1)
-    lr_b: list[float] = Field(min_length=1)
-
-
 class SweepSpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
     methods: list[str] = Field(min_length=1)
@@ -58,8 +51,11 @@ class SweepSpace(BaseModel):
     batch_policy: Literal["keep_effective", "vary_effective"] = Field(
         "keep_effective", description="keep_effective: grad_accum = base effective batch / batch_size")
     steps: list[PositiveInt] | None = None
-    loraplus_ratio: list[float] | None = None
-    loraplus_grid: LoraPlusGrid | None = None
+    options: dict[str, list[Any]] = Field({}, description="method-option axes, e.g. {loraplus_ratio: [4, 16]}; "
+                                          "each applies to the method that takes the option")
+    rate_grid: dict[str, dict[str, list[float]]] = Field(
+        {}, description="per method, a grid of two learning rates: {lr: [...], <its second rate axis>: [...]}, "
+                        "e.g. {loraplus: {lr: [1e-5, 1e-4], lr_b: [1e-4, 4e-4]}}")
     seeds: list[int] = [0]
 
     def lrs(self, method: str) -> list[float]:
@@ -83,36 +79,59 @@ def trial_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _option_axes(space: SweepSpace, method: str) -> dict[str, list[Any]]:
+    """The method-option axes that apply to ``method``, values validated (and coerced) by its option model."""
+    out: dict[str, list[Any]] = {}
+    for name, values in space.options.items():
+        owner = option_owner(name)
+        if owner is None:
+            raise ValueError(f"options: {name!r} is no method's option")
+        if owner == method and name not in _rate_options(space, method):
+            out[name] = [method_options(method, {name: v}).model_dump()[name] for v in values]
+    return out
+
+
+def _rate_options(space: SweepSpace, method: str) -> set[str]:
+    """The options that ``method``'s rate grid sets (they are not axes of their own then)."""
+    axes = get_method(method).rate_axes
+    return {axes[a] for a in space.rate_grid.get(method, {}) if a in axes}
+
+
+def _rate_points(space: SweepSpace, method: str) -> list[tuple[float, dict[str, Any]]]:
+    """(lr, extra axes) per point: the lr grid, or the method's two-rate grid (each second rate also sets the
+    option it declares, as that rate divided by lr)."""
+    grid = space.rate_grid.get(method)
+    if not grid:
+        return [(lr, {}) for lr in space.lrs(method)]
+    declared = get_method(method).rate_axes
+    others = [a for a in grid if a != "lr"]
+    if "lr" not in grid or len(others) != 1 or others[0] not in declared:
+        raise ValueError(f"rate_grid: {method}: expected lr and one of its rate axes "
+                         f"({', '.join(declared) or 'it declares none'}), got {', '.join(grid)}")
+    axis = others[0]
+    return [(a, {declared[axis]: b / a, axis: b}) for a in grid["lr"] for b in grid[axis]]
+
+
 def expand(base: dict[str, Any], space: SweepSpace, source: str) -> list[TrialSpec]:
     """Every trial of the full grid, in a stable order (method, other axes, lr, seed)."""
     base_cfg = validate(base, source)
     effective = base_cfg.batch_size * base_cfg.grad_accum
+    stray = sorted(set(space.rate_grid) - set(space.methods))
+    if stray:
+        raise ValueError(f"rate_grid: {', '.join(stray)} not among the methods")
     out: list[TrialSpec] = []
     for method in space.methods:
-        extra_axes: dict[str, list[Any]] = {}
-        if space.rank:
-            extra_axes["rank"] = space.rank
-        if space.batch_size:
-            extra_axes["batch_size"] = space.batch_size
-        if space.steps:
-            extra_axes["steps"] = space.steps
-        if method == "loraplus" and space.loraplus_ratio and not space.loraplus_grid:
-            extra_axes["loraplus_ratio"] = space.loraplus_ratio
+        extra_axes: dict[str, list[Any]] = {k: v for k, v in (("rank", space.rank), ("batch_size", space.batch_size),
+                                                             ("steps", space.steps)) if v}
+        extra_axes.update(_option_axes(space, method))
         names = list(extra_axes)
         for combo in itertools.product(*(extra_axes[n] for n in names)):
-            axes = dict(zip(names, combo))
-            pairs: list[tuple[float, dict[str, Any]]]
-            if method == "loraplus" and space.loraplus_grid:
-                g = space.loraplus_grid
-                pairs = [(a, {"loraplus_ratio": b / a, "lr_b": b}) for a in g.lr_a for b in g.lr_b]
-            else:
-                pairs = [(lr, {}) for lr in space.lrs(method)]
+            axes = dict(zip(names, combo, strict=True))
             group = json.dumps({"method": method, **axes}, sort_keys=True)
-            for lr, more in pairs:
+            for lr, more in _rate_points(space, method):
                 for seed in space.seeds:
-                    over: dict[str, Any] = {"method": method, "lr": lr, "seed": seed,
-                                            **{k: v for k, v in axes.items()}}
-                    over.update({k: v for k, v in more.items() if k != "lr_b"})
+                    over: dict[str, Any] = {"method": method, "lr": lr, "seed": seed, **axes}
+                    over.update({k: v for k, v in more.items() if not k.startswith("lr_")})
                     if "batch_size" in axes and space.batch_policy == "keep_effective":
                         if effective % axes["batch_size"]:
                             raise ValueError(f"batch_size {axes['batch_size']} does not divide the effective "

@@ -3,7 +3,7 @@
 SQLite (a file in the sweep folder) by default; any SQLAlchemy URL (e.g. ``postgresql://…``) lets
 several machines share one sweep. Every change is one transaction, and a trial moves
 pending → running → (ok | diverged | failed | oom) only through conditional updates, so two
-workers can never both run or record the same trial.
+workers can never both run or record the same trial. Rows read back as :class:`~lorabench.records.TrialRow`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..records import FINISHED, Status, TrialRow
 from .space import TrialSpec
 
-DONE = ("ok", "diverged", "failed", "oom")
 _meta = sa.MetaData()
 trials = sa.Table(
     "trials", _meta,
@@ -30,7 +30,7 @@ trials = sa.Table(
     sa.Column("seed", sa.Integer, nullable=False),
     sa.Column("axes", sa.Text, nullable=False),
     sa.Column("config", sa.Text, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("status", sa.String(16), nullable=False, default=Status.PENDING.value),
     sa.Column("owner", sa.String(128)),
     sa.Column("heartbeat", sa.Float),
     sa.Column("started", sa.Float),
@@ -52,13 +52,18 @@ def owner_id() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs here; a zombie (killed, not yet reaped) is not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux): trust the signal
+        return True
+    return state not in ("Z", "X")
 
 
 class Store:
@@ -89,29 +94,32 @@ class Store:
             if new:
                 c.execute(sa.insert(trials), [
                     {"key": s.key, "grp": s.group, "method": s.method, "lr": s.lr, "seed": s.seed,
-                     "axes": json.dumps(s.axes), "config": json.dumps(s.config), "status": "pending",
+                     "axes": json.dumps(s.axes), "config": json.dumps(s.config), "status": Status.PENDING.value,
                      "step": 0, "attempts": 0} for s in new])
         return len(new)
 
     def claim(self, key: str, owner: str) -> bool:
         now = time.time()
         with self.engine.begin() as c:
-            r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.status == "pending").values(
-                status="running", owner=owner, heartbeat=now, started=now, step=0,
+            r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.status == Status.PENDING.value).values(
+                status=Status.RUNNING.value, owner=owner, heartbeat=now, started=now, step=0,
                 attempts=trials.c.attempts + 1))
         return r.rowcount == 1
 
     def beat(self, key: str, owner: str, step: int) -> None:
         with self.engine.begin() as c:
             c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,
-                                              trials.c.status == "running").values(heartbeat=time.time(), step=step))
+                                              trials.c.status == Status.RUNNING.value).values(
+                heartbeat=time.time(), step=step))
 
-    def finish(self, key: str, owner: str, status: str, result: dict[str, Any] | None, error: str | None) -> bool:
-        assert status in DONE
+    def finish(self, key: str, owner: str, status: Status, result: dict[str, Any] | None, error: str | None) -> bool:
+        status = Status(status)
+        assert status in FINISHED
         with self.engine.begin() as c:
             r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,
-                                                  trials.c.status == "running").values(
-                status=status, finished=time.time(), result=json.dumps(result) if result else None, error=error))
+                                                  trials.c.status == Status.RUNNING.value).values(
+                status=status.value, finished=time.time(), result=json.dumps(result) if result else None,
+                error=error))
         return r.rowcount == 1
 
     def reclaim(self, lease_s: float = 300.0) -> int:
@@ -121,7 +129,7 @@ class Store:
         stale = []
         with self.engine.connect() as c:
             for key, owner, beat in c.execute(sa.select(trials.c.key, trials.c.owner, trials.c.heartbeat)
-                                              .where(trials.c.status == "running")):
+                                              .where(trials.c.status == Status.RUNNING.value)):
                 h, _, pid = (owner or ":").rpartition(":")
                 dead_here = h == host and pid.isdigit() and not _pid_alive(int(pid))
                 if dead_here or (beat or 0) < time.time() - lease_s:
@@ -129,17 +137,19 @@ class Store:
         with self.engine.begin() as c:
             for key, owner in stale:
                 c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,
-                                                  trials.c.status == "running").values(status="pending", owner=None))
+                                                  trials.c.status == Status.RUNNING.value).values(
+                    status=Status.PENDING.value, owner=None))
         return len(stale)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[TrialRow]:
         with self.engine.connect() as c:
-            out = [dict(r._mapping) for r in c.execute(sa.select(trials).order_by(trials.c.grp, trials.c.lr,
+            raw = [dict(r._mapping) for r in c.execute(sa.select(trials).order_by(trials.c.grp, trials.c.lr,
                                                                                    trials.c.seed))]
-        for r in out:
-            r["axes"] = json.loads(r["axes"])
-            r["config"] = json.loads(r["config"])
-            r["result"] = json.loads(r["result"]) if r["result"] else None
+        out = []
+        for r in raw:
+            r.update(axes=json.loads(r["axes"]), config=json.loads(r["config"]), status=Status(r["status"]),
+                     result=json.loads(r["result"]) if r["result"] else None)
+            out.append(TrialRow(**r))  # type: ignore[typeddict-item]
         return out
 
     def close(self) -> None:

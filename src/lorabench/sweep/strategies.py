@@ -22,20 +22,21 @@ from collections.abc import Callable
 from statistics import mean
 from typing import Any
 
+from ..records import Status, TrialRow
 from .space import TrialSpec
 
 
 Score = tuple[float, float]
 
 
-def trial_score(row: dict[str, Any] | None) -> Score | None:
+def trial_score(row: TrialRow | dict[str, Any] | None) -> Score | None:
     """(final dev accuracy, −last training loss) of a finished trial; (0, −inf) for a diverged or failed
     one; None if not finished."""
-    if row is None or row["status"] in ("pending", "running"):
+    if row is None or not Status(row["status"]).is_finished:
         return None
     result = row.get("result") or {}
     final, loss = result.get("final"), result.get("train_loss_last")
-    if row["status"] != "ok" or not final:
+    if row["status"] != Status.OK or not final:
         return (0.0, -math.inf)
     return (float(final["accuracy"]), -float(loss) if loss is not None else -math.inf)
 

@@ -6,11 +6,13 @@ import json
 import time
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean
 from typing import Any
 
 from ..errors import ConfigError
-from .store import DONE, Store, default_url
+from ..records import FINISHED, Status, SummaryRow
+from .curves import best_point, points
+from .store import Store, default_url
 
 
 def open_store(sweep_dir: str | Path, store_url: str | None = None) -> Store:
@@ -24,11 +26,11 @@ def status(store: Store) -> dict[str, Any]:
     rows = store.rows()
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
-        counts[r["status"]] += 1
-    finished = [r for r in rows if r["status"] in DONE and r["started"] and r["finished"]]
-    per_trial = mean(r["finished"] - r["started"] for r in finished) if finished else None
-    running = [r for r in rows if r["status"] == "running"]
-    left = counts.get("pending", 0) + len(running)
+        counts[r["status"].value] += 1
+    finished = [r for r in rows if r["status"] in FINISHED and r["started"] and r["finished"]]
+    per_trial = mean(r["finished"] - r["started"] for r in finished) if finished else None  # type: ignore[operator]
+    running = [r for r in rows if r["status"] is Status.RUNNING]
+    left = counts.get(Status.PENDING.value, 0) + len(running)
     eta = per_trial * left / max(1, len(running)) if per_trial is not None and left else None
     return {"total": len(rows), "counts": dict(counts), "strategy": store.get_meta("strategy"),
             "running": [{"key": r["key"], "method": r["method"], "lr": r["lr"], "seed": r["seed"],
@@ -37,45 +39,31 @@ def status(store: Store) -> dict[str, Any]:
             "eta_seconds": eta}
 
 
-def _ms(xs: list[float]) -> dict[str, float]:
-    return {"mean": mean(xs), "std": pstdev(xs) if len(xs) > 1 else 0.0}
-
-
 def best(store: Store) -> dict[str, Any]:
-    """Per group (method and its other axes): every learning rate's mean over seeds, and the best.
-
-    A point of a group's curve is one learning rate, or for LoRA+'s η_A × η_B grid one (η_A, η_B) pair.
-    """
-    rows = [r for r in store.rows() if r["status"] in DONE]
-    hessian = store.get_meta("hessian") or {}  # method → its Hessian at init (a sweep with hessian: true)
-    groups: dict[str, dict[tuple, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    """Per group (method and its other axes): its learning-rate curve (:func:`lorabench.sweep.curves.points`),
+    the best point, its cost, and the group's λ_max at init if the sweep measured it (``hessian: true``)."""
+    rows = [r for r in store.rows() if r["status"] in FINISHED]
+    hessian = store.get_meta("hessian") or {}  # group (JSON) → its Hessian at init
+    groups: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
-        groups[r["grp"]][(r["lr"], r["axes"].get("lr_b"))].append(r)
+        groups[r["grp"]].append(r)
     table = []
-    for grp, by_lr in groups.items():
-        curve = []
-        for (lr, lr_b), rs in sorted(by_lr.items()):
-            ok = [r for r in rs if r["status"] == "ok" and (r["result"] or {}).get("final")]
-            accs = [r["result"]["final"]["accuracy"] if r in ok else 0.0 for r in rs]
-            f1s = [r["result"]["final"]["macro_f1"] if r in ok else 0.0 for r in rs]
-            curve.append({"lr": lr, **({"lr_b": lr_b} if lr_b is not None else {}), "accuracy": _ms(accs), "macro_f1": _ms(f1s), "seeds": len(rs),
-                          "statuses": sorted({r["status"] for r in rs}), "rows": ok, "axes": rs[0]["axes"]})
-        top = max(curve, key=lambda c: c["accuracy"]["mean"])
-        ok = top.pop("rows")
-        for c in curve:
-            c.pop("rows", None)
-        res = [r["result"] for r in ok]
-        table.append({
-            "group": json.loads(grp), "method": json.loads(grp)["method"], "best_lr": top["lr"],
-            "lambda_max": (hessian.get(json.loads(grp)["method"]) or {}).get("lambda_max"),
-            "axes": top["axes"], "accuracy": top["accuracy"], "macro_f1": top["macro_f1"], "seeds": top["seeds"],
-            "train_seconds": mean(x["train_seconds"] for x in res) if res else None,
-            "peak_memory_mb": max(x["peak_memory_mb"] for x in res) if res else None,
-            "memory_kind": res[0]["memory_kind"] if res else None,
-            "trainable_params": res[0]["trainable_params"] if res else None,
-            "fused": max((x.get("fused", 1) for x in res), default=1),
-            "trials": sum(c["seeds"] for c in curve), "curve": curve,
-        })
+    for grp, rs in groups.items():
+        curve = points(rs)
+        top = best_point(curve)
+        at_top = [r for r in rs if r["lr"] == top["lr"] and r["status"] is Status.OK and (r["result"] or {}).get("final")
+                  and {k: r["axes"][k] for k in top.get("paired", {})} == top.get("paired", {})]
+        res = [r["result"] for r in at_top]
+        group = json.loads(grp)
+        table.append(SummaryRow(
+            group=group, method=group["method"], best_lr=top["lr"], lambda_max=(hessian.get(grp) or {}).get("lambda_max"),
+            axes=top["axes"], accuracy=top["accuracy"], macro_f1=top["macro_f1"], seeds=top["seeds"],
+            train_seconds=mean(x["train_seconds"] for x in res) if res else None,
+            peak_memory_mb=max(x["peak_memory_mb"] for x in res) if res else None,
+            memory_kind=res[0]["memory_kind"] if res else None,
+            trainable_params=res[0]["trainable_params"] if res else None,
+            fused=max((x.get("fused", 1) for x in res), default=1), trials=sum(c["seeds"] for c in curve),
+            curve=curve))
     peaks = [t["accuracy"]["mean"] for t in table]
     return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table,
             "spread": (max(peaks) - min(peaks)) if peaks else None}

@@ -6,11 +6,10 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from ..config import validate
+from ..records import RunResult
 from .store import Store, owner_id
 
 BEAT_EVERY_S = 2.0
@@ -20,6 +19,7 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
     """Run the trials ``keys`` that are still pending, fused into one group when there are several (they
     must be fusable: see ``lorabench.fuse``); returns each one's final status (or ``skipped``)."""
     from ..runner import run_group  # imported here: worker processes start clean
+    from ..train import status_of
 
     from transformers.utils import logging as hf_logging
 
@@ -44,17 +44,15 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
                 for k in mine:
                     store.beat(k, owner, step)
 
-        results: list[dict[str, Any] | None] = [None] * len(mine)
+        results: list[RunResult | None] = [None] * len(mine)
         try:
             cfgs = [validate(rows[k]["config"], f"trial {k}") for k in mine]
             results = list(run_group(cfgs, dirs, progress=False, log=lambda m: None, on_step=beat))
-            outcome = [(r["status"], r.get("error")) for r in results]
-        except torch.OutOfMemoryError:
-            outcome = [("oom", traceback.format_exc())] * len(mine)
-        except Exception:
-            outcome = [("failed", traceback.format_exc())] * len(mine)
-        for k, result, (status, error) in zip(mine, results, outcome):
-            store.finish(k, owner, status, result, error)
+            outcome = [(r["status"], r["error"]) for r in results if r is not None]
+        except Exception as e:  # preparing the group failed: every trial of it is a result with the cause
+            outcome = [(status_of(e), traceback.format_exc())] * len(mine)
+        for k, result, (status, error) in zip(mine, results, outcome, strict=True):
+            store.finish(k, owner, status, dict(result) if result else None, error)
         done = dict(zip(mine, (s for s, _ in outcome)))
         return [done.get(k, "skipped") for k in keys]
     finally:

@@ -1,0 +1,205 @@
+"""The records lorabench writes and reads, typed in one place.
+
+A run's ``result.json`` (:class:`RunResult`), a sweep store's trial row (:class:`TrialRow`), a row of a
+sweep's summary (:class:`SummaryRow`, with its learning-rate :class:`CurvePoint`\\ s) and a Hessian
+measurement (:class:`HessianResult`) are JSON objects; their keys and value types are declared here, and
+every status is a :class:`Status`. Nothing here imports torch.
+
+``SCHEMA_VERSION`` is written into every ``result.json`` and into every sweep store. It changes when a
+recorded field changes meaning or a run-config field is added (which changes trial keys); a resume
+refuses a store of another version instead of mixing old and new trials.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+SCHEMA_VERSION = 2
+
+
+class Status(StrEnum):
+    """Where a run or trial stands. A ``StrEnum``: it compares equal to, and serialises as, its value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    OOM = "oom"
+
+    @property
+    def is_finished(self) -> bool:
+        """A final status: the trial will not run again."""
+        return self in FINISHED
+
+    @property
+    def is_bad(self) -> bool:
+        """Finished without a final accuracy."""
+        return self in BAD
+
+
+FINISHED = frozenset({Status.OK, Status.DIVERGED, Status.FAILED, Status.OOM})
+BAD = (Status.DIVERGED, Status.FAILED, Status.OOM)  # in the order reports list them
+
+
+class Metrics(TypedDict):
+    accuracy: float
+    macro_f1: float
+
+
+class BestMetrics(TypedDict):
+    """The best evaluation of a run (None before the first)."""
+
+    accuracy: float | None
+    macro_f1: float | None
+    step: int | None
+
+
+class LaneResult(TypedDict):
+    """What the training loop measured for one run: metrics and cost."""
+
+    status: Status
+    method: str
+    steps_done: int
+    final: Metrics | None
+    best: BestMetrics
+    train_seconds: float
+    samples_per_second: float | None
+    eval_seconds: float
+    eval_samples_per_second: float | None
+    peak_memory_mb: float | None
+    memory_kind: str
+    fused: int  # how many runs trained together (1: alone); cost columns are then shares of the group's
+    trainable_params: int
+    tokens_seen: int
+    train_loss_last: float | None
+    error: str | None
+
+
+class RunResult(TypedDict):
+    """``result.json``: the loop's measurements, the resolved config, the data's labels and provenance."""
+
+    schema_version: int
+    status: Status
+    method: str
+    config: dict[str, Any]
+    steps_done: int
+    final: Metrics | None
+    best: BestMetrics
+    train_seconds: float
+    samples_per_second: float | None
+    eval_seconds: float
+    eval_samples_per_second: float | None
+    peak_memory_mb: float | None
+    memory_kind: str
+    fused: int
+    trainable_params: int
+    tokens_seen: int
+    train_loss_last: float | None
+    error: str | None
+    label_counts: dict[str, dict[int, int]]
+    provenance: dict[str, Any]
+    run_dir: str
+
+
+def run_result(lane: LaneResult, *, config: dict[str, Any], label_counts: dict[str, dict[int, int]],
+               provenance: dict[str, Any], run_dir: str) -> RunResult:
+    """The one place a ``result.json`` is assembled (key order as written)."""
+    body = {k: v for k, v in lane.items() if k not in ("status", "method")}
+    return {"schema_version": SCHEMA_VERSION, "status": lane["status"], "method": lane["method"],  # type: ignore[return-value]
+            "config": config, **body, "label_counts": label_counts, "provenance": provenance, "run_dir": run_dir}
+
+
+class TrialRow(TypedDict):
+    """One trial of a sweep store."""
+
+    key: str
+    grp: str  # the JSON of the trial's group: method and every axis but lr and seed
+    method: str
+    lr: float
+    seed: int
+    axes: dict[str, Any]
+    config: dict[str, Any]
+    status: Status
+    owner: str | None
+    heartbeat: float | None
+    started: float | None
+    finished: float | None
+    step: int
+    attempts: int
+    result: RunResult | None
+    error: str | None
+
+
+class Stat(TypedDict):
+    mean: float
+    std: float
+
+
+class CurvePoint(TypedDict):
+    """One point of a group's learning-rate curve: its trials at one rate (and one value of any second
+    learning-rate axis), over the seeds; see :mod:`lorabench.sweep.curves` for the rule on failed seeds."""
+
+    lr: float
+    paired: NotRequired[dict[str, float]]  # the second learning-rate axes' values (e.g. LoRA+'s lr_b)
+    accuracy: Stat
+    macro_f1: Stat
+    seeds: int
+    statuses: list[str]  # the distinct statuses, sorted
+    n_ok: int  # seeds that finished ok
+    counts: dict[str, int]  # seeds by status
+    axes: dict[str, Any]
+
+
+class SummaryRow(TypedDict):
+    """A group's best point and cost, as ``lorabench best`` shows it."""
+
+    group: dict[str, Any]
+    method: str
+    best_lr: float
+    lambda_max: float | None
+    axes: dict[str, Any]
+    accuracy: Stat
+    macro_f1: Stat
+    seeds: int
+    train_seconds: float | None
+    peak_memory_mb: float | None
+    memory_kind: str | None
+    trainable_params: int | None
+    fused: int
+    trials: int
+    curve: list[CurvePoint]
+
+
+class HessianBlock(TypedDict):
+    block: str
+    path: str | None
+    layer: int | None
+    module: str | None
+    params: int
+    parameters: list[str]
+    lambda_max: float
+    lambda_min: float
+    hvps: int
+    max: dict[str, Any]
+    min: dict[str, Any]
+
+
+class HessianResult(TypedDict):
+    """``lorabench hessian``'s result: λ_max / λ_min of the summary block, and every block's."""
+
+    schema_version: int
+    method: str
+    lambda_max: float
+    lambda_min: float
+    summary_block: str
+    samples: int
+    loss_terms: int
+    loss: float
+    blocks: list[HessianBlock]
+    hvps: int
+    seconds: float
+    config: dict[str, Any]
+    hessian_config: dict[str, Any]
+    provenance: dict[str, Any]
