@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv when missing.
+# Two entry points: `make demo` and `make test`. Both create .venv when missing. `make lint` checks style,
+# types and the one-way layers; `make test-fast` skips the slow integration tests.
 # `make bench` compares lorabench with PEFT + transformers.Trainer and regenerates BENCHMARKS.md.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -7,7 +8,7 @@ DATA    ?= $(if $(LORABENCH_DATA_DIR),$(LORABENCH_DATA_DIR),$(wildcard ../shared
 BENCH_CASES ?= cpu
 BENCH_ARGS  ?=
 
-.PHONY: install demo demo-run test docs bench bench-gpu clean
+.PHONY: install demo demo-run test test-fast lint docs bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +35,16 @@ demo-run: $(STAMP)
 
 test: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q -m "not slow"
+
+# ruff (pyflakes, bugbear, pyupgrade, complexity ≤ 12), mypy, the import-layer contract, functions ≤ 60 lines.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) tools/function_lengths.py src --max 60
 
 # docs/methods.md: every method's settings, defaults and their sources, generated from the method modules.
 docs: $(STAMP)

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ def format_table(case: Case, result: dict[str, Any]) -> str:
         a, b, r = med["lorabench"][key], med["trainer"][key], ratios[key]
         if a is None and b is None:
             continue
-        cell = lambda v: fmt.format(v) if v is not None else "n/a"  # noqa: E731
+        cell = lambda v, fmt=fmt: fmt.format(v) if v is not None else "n/a"  # noqa: E731
         rows.append(f"  {label:<18}{cell(a):>14}{cell(b):>14}{(f'{r:.3f}' if r is not None else 'n/a'):>9}")
     return head + "\n" + "\n".join(rows)
 
@@ -303,7 +303,7 @@ def run_case(case: Case, args: argparse.Namespace, runner: Runner, command: str)
         "trainer_sampler": args.trainer_sampler,
         "command": command,
         "data_dir": os.environ.get("LORABENCH_DATA_DIR"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": first["machine"],
         "matmul_peak": peak,
         "metrics": [{"key": k, "label": label, "format": fmt} for k, label, fmt in METRICS],

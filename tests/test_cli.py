@@ -51,6 +51,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lorabench.cli", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_bad_data_exits_2_with_one_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "data"
     bad.mkdir()
@@ -93,3 +94,22 @@ def test_train_cli_end_to_end(glue_dir, tmp_path):
     assert "status            ok" in r.output and (out / "result.json").is_file()
     again = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(out), "--set", f"data.dir={glue_dir}"])
     assert again.exit_code == 2 and "already holds a finished run" in again.output
+
+
+def test_light_commands_do_not_import_torch(tmp_path, glue_dir):
+    """--help, methods, status and best start without torch, transformers or PEFT (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from lorabench.sweep.store import Store, default_url
+
+    (tmp_path / "S").mkdir()
+    Store(default_url(tmp_path / "S")).close()
+    code = ("import sys; from typer.testing import CliRunner; from lorabench.cli import app\n"
+            f"for args in (['--help'], ['methods'], ['methods', '-v'], ['status', {str(tmp_path / 'S')!r}], "
+            f"['best', {str(tmp_path / 'S')!r}]):\n"
+            "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, (args, r.output)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -154,7 +154,7 @@ def test_cli_writes_the_result_and_rejects_bad_input(tmp_path, glue_dir):
         assert b["lambda_min"] <= b["lambda_max"] and b["max"]["converged"] and b["min"]["converged"]
         assert set(b) >= {"params", "parameters", "hvps", "seconds", "max", "min"}
     assert "layer 1 self_attn.q_proj  λ_max" in res.output and "s in all" in res.output
-    for bad, says in ((["--layers", "x"], "--layers"), (["--modules", "nope"], "modules: 'nope'"),
+    for bad, says in ((["--layers", "x"], "layers.0: Input should be a valid integer"), (["--modules", "nope"], "modules: 'nope'"),
                       (["--layers", "7"], "no adapted layer 7"), (["--samples", "0"], "samples"),
                       (["--set", "rank=0"], "rank")):
         out2 = tmp_path / "bad.json"
@@ -163,6 +163,7 @@ def test_cli_writes_the_result_and_rejects_bad_input(tmp_path, glue_dir):
         assert len(res.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sweep_with_hessian_shows_lambda_max_in_best_and_resumes(tmp_path, glue_dir, monkeypatch):
     p = tmp_path / "sweep.yaml"
     p.write_text(yaml.safe_dump({

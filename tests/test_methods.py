@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import copy
-
 import pytest
 import torch
 from peft import PeftModel
@@ -14,34 +12,8 @@ import lorabench
 from lorabench.errors import ConfigError
 from lorabench.methods import ADAPTER, get_method
 from lorabench.methods.layers import lora_layers
-from lorabench.tiny_llama import build_llama, build_tokenizer
 
-RANK, ALPHA = 4, 8.0
-
-
-def base_model():
-    return build_llama("tiny-llama", build_tokenizer(), dtype=torch.float32, seed=0)
-
-
-def adapted(method: str, **options):
-    base = base_model()
-    ref = copy.deepcopy(base)
-    torch.manual_seed(1)
-    return ref, lorabench.adapt(base, method, rank=RANK, alpha=ALPHA, **options)
-
-
-def tokens(seed: int = 0) -> torch.Tensor:
-    return torch.randint(4, 300, (3, 12), generator=torch.Generator().manual_seed(seed))
-
-
-def original_weight(ref, name: str) -> torch.Tensor:
-    return ref.get_submodule(name.removeprefix("base_model.model.")).weight
-
-
-@torch.no_grad()
-def logits(model, x):
-    model.eval()
-    return model(input_ids=x).logits
+from .helpers import ALPHA, RANK, adapted, base_model, logits, original_weight, tokens, top_r
 
 
 def test_registry_lists_the_five_study_methods():
@@ -76,11 +48,6 @@ def test_init_b_swaps_the_zero_factor():
         A, B = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
         assert torch.count_nonzero(A) == 0
         assert B.abs().max() <= 0.01 and B.std() > 0.004  # U(-0.01, 0.01) has std 0.0058
-
-
-def top_r(W: torch.Tensor, r: int) -> torch.Tensor:
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    return U[:, :r] @ torch.diag(S[:r]) @ Vh[:r]
 
 
 def test_pissa_residual_plus_adapter_is_w_and_adapter_is_best_rank_r():

@@ -19,42 +19,11 @@ from lorabench.methods.layers import lora_layers
 from lorabench.methods.lora_ga_gradient import STABLE_GAMMA, estimate_gradients
 from lorabench.methods.loft_optimizer import LoftAdamW
 from lorabench.methods.randlora import layer_dims, lora_count, randlora_count
-from lorabench.tiny_llama import build_llama, build_tokenizer
 from lorabench.losses import loss_sum, loss_tokens
 
-RANK, ALPHA = 4, 8.0
+from .helpers import ALPHA, RANK, adapted, base_model, bert_classifier, logits, original, tokens
+
 S = ALPHA / RANK
-
-
-def base_model():
-    return build_llama("tiny-llama", build_tokenizer(), dtype=torch.float32, seed=0)
-
-
-def bert_classifier(folder):
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(folder)
-
-
-def adapted(method: str, model=None, **kwargs):
-    base = model if model is not None else base_model()
-    ref = copy.deepcopy(base)
-    torch.manual_seed(1)
-    return ref, lorabench.adapt(base, method, rank=RANK, alpha=ALPHA, **kwargs)
-
-
-def tokens(seed: int = 0) -> torch.Tensor:
-    return torch.randint(4, 300, (3, 12), generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def logits(model, x):
-    model.eval()
-    return model(input_ids=x).logits
-
-
-def original(ref: nn.Module, name: str) -> nn.Module:
-    return ref.get_submodule(name.removeprefix("base_model.model."))
 
 
 class FakeCalibration:

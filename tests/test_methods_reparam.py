@@ -13,17 +13,11 @@ from lorabench.methods import ADAPTER
 from lorabench.methods.layers import lora_layers
 from lorabench.tiny_llama import build_llama, build_tokenizer
 
-from .test_methods import ALPHA, RANK, adapted, base_model, logits, original_weight, tokens, top_r
+from .helpers import ALPHA, RANK, adapted, base_model, bert_classifier, logits, original_weight, tokens, top_r
 
 S = ALPHA / RANK
 METHODS = ["milora", "init_ab", "olora", "rslora", "dora"]
 RESIDUAL = ["milora", "init_ab", "olora"]  # the init moves s·B A ≠ 0 out of the frozen weight
-
-
-def bert_classifier(folder):
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(folder)
 
 
 def adapted_bert(folder, method: str, **options):

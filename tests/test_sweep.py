@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lorabench.sweep import best, format_best, load_sweep, open_store, run_sweep
-from lorabench.sweep.space import LogGrid, SweepSpace, TrialSpec
+from lorabench.sweep.space import LogGrid, TrialSpec
 from lorabench.sweep.strategies import adaptive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +98,7 @@ def test_adaptive_breaks_accuracy_ties_on_a_plateau_with_the_training_loss():
     assert sorted(lrs.index(float(k[1:])) for k in done) == [1, 3, 4]
 
 
+@pytest.mark.slow
 def test_sweep_runs_records_each_trial_once_and_reports_best(tmp_path, glue_dir):
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora", "init_b"], "lr": [1e-3, 1e-2]}))
     counts = run_sweep(s, tmp_path / "S", progress=False)
@@ -114,6 +115,7 @@ def test_sweep_runs_records_each_trial_once_and_reports_best(tmp_path, glue_dir)
         assert run["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path, glue_dir, tiny_bert_dir):
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 10.0]}, max_grad_norm=None,
                     steps=30, eval_every=30, model={"name": str(tiny_bert_dir), "head": "cls"})
@@ -122,6 +124,7 @@ def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path, glue_dir, t
     assert rows[10.0]["status"] == "diverged" and rows[10.0]["result"]["steps_done"] < 30
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_each_trial_once(tmp_path, glue_dir):
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "init_b"], "lr": [1e-3, 3e-3, 1e-2]},
                     steps=150, eval_every=150)
@@ -154,6 +157,7 @@ def test_sigkill_then_resume_ends_with_each_trial_once(tmp_path, glue_dir):
     assert all(attempts[k] == 1 for k, s in before.items() if s == "ok")  # finished ones kept
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_dir):
     pytest.importorskip("ray")
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "loraplus"], "lr": [1e-3, 1e-2]},
@@ -177,6 +181,7 @@ def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_
     assert local == remote
 
 
+@pytest.mark.slow
 def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["loraplus"],
                                                     "rate_grid": {"loraplus": {"lr": [1e-3], "lr_b": [1e-3, 1e-2]}}}))
@@ -186,6 +191,7 @@ def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
     assert sorted(c["paired"]["lr_b"] for c in row["curve"]) == [1e-3, 1e-2]
 
 
+@pytest.mark.slow
 def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
     """Two seeds and two learning rates of the tiny Llama on sentences of varied lengths (the seeds' micro-batches
     differ in width): ``--fuse auto`` and ``--fuse 3`` give every trial the metrics of ``--fuse 1``."""
@@ -221,6 +227,7 @@ def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
     assert sorted(len(t) for t in tasks) == [1, 1, 3] and ["x"] in tasks
 
 
+@pytest.mark.slow
 def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir):
     """A store records the schema version of its trials; a resume of another version stops with one line."""
     from lorabench.errors import ConfigError

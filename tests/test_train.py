@@ -56,11 +56,13 @@ def test_cls_run_writes_consistent_records(glue_dir, tiny_bert_dir, tmp_path):
 
 def test_lm_head_scores_are_label_word_logits(glue_dir, tmp_path):
     """The lm head's prediction is the argmax over the label words' final-position logits."""
-    from lorabench.evaluate import predict
+    from lorabench.evaluate import predict_many
 
     p = prepare(lm_config(glue_dir))
-    preds = predict(p.model, p.dev, head="lm", pad_id=p.tokenizer.pad_token_id, batch_size=7,
-                    device=p.device, label_ids=p.label_ids)
+    p.model.eval()
+    (preds,) = predict_many(lambda b, _: p.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                            1, p.dev, head="lm", pad_id=p.tokenizer.pad_token_id, batch_size=7, device=p.device,
+                            label_ids=p.label_ids)
     i = 5
     ids = torch.tensor([p.dev.input_ids[i]])
     with torch.no_grad():
@@ -77,7 +79,7 @@ def test_same_seed_same_metrics(glue_dir, tmp_path):
     la = (tmp_path / "a" / "metrics.jsonl").read_text()
     assert la == (tmp_path / "b" / "metrics.jsonl").read_text()
     assert a["final"] == b["final"]
-    c = run(lm_config(glue_dir, "steps=10", "seed=1"), tmp_path / "c", progress=False, log=lambda m: None)
+    run(lm_config(glue_dir, "steps=10", "seed=1"), tmp_path / "c", progress=False, log=lambda m: None)
     assert (tmp_path / "c" / "metrics.jsonl").read_text() != la
 
 

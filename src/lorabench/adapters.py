@@ -62,8 +62,9 @@ def silence_base_dropout(model: nn.Module) -> int:
         if isinstance(mod, nn.Dropout) and id(mod) not in adapter_owned and mod.p > 0:
             mod.p = 0.0
             count += 1
-        if isinstance(getattr(mod, "attention_dropout", None), float) and mod.attention_dropout > 0:
-            mod.attention_dropout = 0.0
+        attn: Any = mod  # a plain float attribute, outside nn.Module's typing (Tensor | Module)
+        if isinstance(getattr(attn, "attention_dropout", None), float) and attn.attention_dropout > 0:
+            attn.attention_dropout = 0.0
             count += 1
     return count
 

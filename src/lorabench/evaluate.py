@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 from sklearn.metrics import accuracy_score, f1_score
-from torch import nn
 
 from .data import Encoded, eval_batches
 
@@ -60,19 +59,6 @@ def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.T
     labels = [enc.labels[index[i]] for i in order]
     return [Predictions([index[i] for i in order], labels, [p[i] for i in order], [s[i] for i in order])
             for p, s in zip(preds, scores)]
-
-
-def predict(model: nn.Module, enc: Encoded, *, head: str, pad_id: int, batch_size: int,
-            device: torch.device, label_ids: list[int] | None = None, autocast: bool = False) -> Predictions:
-    """One model's predictions on ``enc`` (in eval mode; the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return predict_many(lambda b, _: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                            1, enc, head=head, pad_id=pad_id, batch_size=batch_size, device=device,
-                            label_ids=label_ids, autocast=autocast)[0]
-    finally:
-        model.train(was_training)
 
 
 def metrics(p: Predictions) -> dict[str, float]:

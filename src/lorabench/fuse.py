@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
@@ -87,8 +87,14 @@ def _shares_base(peers: list[nn.Module]) -> bool:
     if not all(isinstance(m, LoraLinear) and not m.merged and not m.disable_adapters and ADAPTER in m.lora_A
                for m in peers):
         return False
-    base = peers[0].get_base_layer()
-    return all(m.get_base_layer().weight is base.weight and m.get_base_layer().bias is base.bias for m in peers)
+    layers = cast(list[LoraLinear], peers)  # each checked above
+    base = layers[0].get_base_layer()
+    return all(m.get_base_layer().weight is base.weight and m.get_base_layer().bias is base.bias for m in layers)
+
+
+def _alone(model: nn.Module) -> Logits:
+    """``model``'s logits on a batch of its own rows only."""
+    return lambda b, _: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
 
 
 class Fused:
@@ -116,7 +122,8 @@ class Fused:
             for m in patched:
                 del m.forward  # back to the class's forward
 
-    def _router(self, peers: list[nn.Module], fast: bool) -> Callable[..., torch.Tensor]:
+    def _router(self, peers: list[Any], fast: bool) -> Callable[..., torch.Tensor]:
+        # peers: PEFT tuner layers or trained heads, typed Any as PEFT's layers are dynamically typed
         def alone(i: int, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             return type(peers[i]).forward(peers[i], x, *args, **kwargs)
 
@@ -150,6 +157,4 @@ class Fused:
         """Dev predictions of runs ``due``: one routed pass on CUDA, each run alone on a CPU."""
         if device.type == "cuda" or len(due) == 1:
             return predict(lambda b, sizes: self.logits(b, sizes, due), len(due))
-        return [predict(lambda b, _, m=self.models[i]: m(input_ids=b["input_ids"],
-                                                         attention_mask=b["attention_mask"]).logits, 1)[0]
-                for i in due]
+        return [predict(_alone(self.models[i]), 1)[0] for i in due]

@@ -48,11 +48,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from torch import nn
 
 from . import data as D
@@ -82,6 +82,12 @@ class HessianConfig(BaseModel):
                             "lora_A and lora_B only)")
     cache: bool | None = Field(None, description="keep each block's gradient graphs between products "
                                "(None: when they fit in half the free memory)")
+
+    @field_validator("layers", "modules", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        """``"0,3"`` (as the command line gives it) is ``[0, 3]``; ``""`` is ``[]``."""
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
 
 def hessian_config(raw: dict[str, Any] | None, source: str = "hessian") -> HessianConfig:
@@ -123,7 +129,7 @@ def adapter_blocks(model: nn.Module, magnitude: bool = False) -> list[Block]:
     for name, mod in model.named_modules():
         if not isinstance(mod, BaseTunerLayer):
             continue
-        params = [(f"{name}.{n}", p) for n, p in mod.named_parameters()
+        params = [(f"{name}.{n}", p) for n, p in cast(nn.Module, mod).named_parameters()
                   if p.requires_grad and not n.startswith("base_layer.") and (magnitude or not n.startswith(MAGNITUDE))]
         if not params:
             continue
@@ -146,7 +152,7 @@ def select_blocks(model: nn.Module, hcfg: HessianConfig) -> list[Block]:
     layers, modules = hcfg.layers, hcfg.modules
     if layers is None and modules is None:
         layered = [b for b in blocks if b.layer is not None]
-        chosen = [min(layered, key=lambda b: b.layer)] if layered else blocks[:1]
+        chosen = [min(layered, key=lambda b: cast(int, b.layer))] if layered else blocks[:1]
     else:
         known_layers = sorted({b.layer for b in blocks if b.layer is not None})
         for i in layers or []:
@@ -197,7 +203,7 @@ class Objective:
         self.terms = sum(loss_tokens(b, head) for b in batches)
         self.calls = 0
         self._key: tuple[int, ...] | None = None
-        self._graphs: list[tuple[torch.Tensor, ...]] | None = None
+        self._graphs: list[tuple[torch.Tensor | None, ...]] | None = None
         self.cached = False
 
     def loss(self) -> float:
@@ -250,7 +256,7 @@ class BlockOperator:
 
     def __init__(self, objective: Objective, block: Block) -> None:
         self.objective = objective
-        self.params = [p for _, p in block.params]
+        self.params: list[torch.Tensor] = [p for _, p in block.params]
         self.sizes = [p.numel() for p in self.params]
         self.n = sum(self.sizes)
         self.calls = 0
@@ -267,6 +273,19 @@ class BlockOperator:
         if getattr(self, "_dense", None) is None:
             self._dense = np.stack([self(e) for e in np.eye(self.n)], axis=1)
         return self._dense
+
+
+def dense_ends(op: BlockOperator) -> tuple[dict[str, Any], dict[str, Any]]:
+    """λ_max and λ_min of a small block from its dense Hessian (n products), in :func:`lanczos`'s records."""
+    t0, start = time.perf_counter(), op.calls
+    H = op.dense()
+    vals, vecs = np.linalg.eigh((H + H.T) / 2)
+    ends = []
+    for i in (-1, 0):
+        res = float(np.linalg.norm(H @ vecs[:, i] - vals[i] * vecs[:, i]))
+        ends.append({"lambda": float(vals[i]), "converged": True, "solver": "dense", "hvps": op.calls - start,
+                     "residual": res, "history": [], "seconds": time.perf_counter() - t0})
+    return ends[0], ends[1]
 
 
 def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -287,14 +306,7 @@ def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tu
     t0, start = time.perf_counter(), op.calls
     n = op.n
     if n <= DENSE_MAX:
-        H = op.dense()
-        vals, vecs = np.linalg.eigh((H + H.T) / 2)
-        ends = []
-        for i in (-1, 0):
-            res = float(np.linalg.norm(H @ vecs[:, i] - vals[i] * vecs[:, i]))
-            ends.append({"lambda": float(vals[i]), "converged": True, "solver": "dense", "hvps": op.calls - start,
-                         "residual": res, "history": [], "seconds": time.perf_counter() - t0})
-        return ends[0], ends[1]
+        return dense_ends(op)
     steps = min(maxiter, n)
     Q = np.empty((n, steps))
     q = np.random.default_rng(seed).standard_normal(n)
@@ -348,7 +360,9 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
     model.eval()
     blocks = select_blocks(model, hcfg)
     batches = hessian_batches(p, hcfg.samples, hcfg.batch_size)
-    objective = Objective(model, batches, p.cfg.model.head, cache=hcfg.cache)
+    head = p.cfg.model.head
+    assert head is not None  # set by ModelConfig's validator
+    objective = Objective(model, batches, head, cache=hcfg.cache)
     loss = objective.loss()
     samples = sum(len(b["labels"]) for b in batches)
     log(f"{p.cfg.method}: loss {loss:.4f} at init on {samples} examples ({objective.terms} loss terms), "
@@ -391,3 +405,16 @@ def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *,
     result = measure_prepared(p, hcfg, log=log)
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def format_result(result: dict[str, Any], out: Any) -> str:
+    """The command line's table of a measurement: one line per block, then the totals."""
+    w = max(len(b["block"]) for b in result["blocks"])
+    lines = []
+    for b in result["blocks"]:
+        flag = "" if b["max"]["converged"] and b["min"]["converged"] else "  (not converged)"
+        lines.append(f"{b['block']:<{w}}  λ_max {b['lambda_max']:.6g}  λ_min {b['lambda_min']:.6g}  "
+                     f"{b['params']:,} params  {b['hvps']} HVPs  {b['seconds']:.1f} s{flag}")
+    lines.append(f"{result['method']}: {result['samples']} examples, {result['loss_terms']:,} loss terms, "
+                 f"loss {result['loss']:.4f}; {result['seconds']:.1f} s in all; wrote {out}")
+    return "\n".join(lines)

@@ -8,15 +8,18 @@ model id or a local folder. Weights load from safetensors only; remote code is n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .config import ModelConfig
 from .errors import ModelError
 from .tiny_llama import ARCHS, build_llama, build_tokenizer
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Output heads that "all-linear" leaves alone; the cls head's classifier is trained in full instead.
@@ -38,15 +41,15 @@ def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: st
     if cfg.name in ARCHS:
         if cfg.head != "lm":
             raise ModelError(f"model.head: {cfg.name} is a causal LM; use head 'lm'")
-        tok = build_tokenizer()
-        return build_llama(cfg.name, tok, dtype=dtype, attn_implementation=attn_implementation), tok
+        llama_tok = build_tokenizer()
+        return build_llama(cfg.name, llama_tok, dtype=dtype, attn_implementation=attn_implementation), llama_tok
     source = model_source(cfg.name)
     if cfg.name == "minilm" and cfg.head != "cls":
         raise ModelError("model.head: minilm is an encoder without a language-model head; use head 'cls'")
     looks_local = Path(source).exists() or source.startswith((".", "/"))
     if looks_local and not Path(source, "config.json").is_file():
         raise ModelError(f"model.name: {source} is not a model folder (no config.json)")
-    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=cfg.revision)
+    kwargs: dict[str, Any] = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=cfg.revision)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     hf_logging.set_verbosity_error()  # a new classification head's "missing weights" report is expected

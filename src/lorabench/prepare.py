@@ -58,8 +58,9 @@ def train_order(enc: D.Encoded, cfg: RunConfig) -> Iterator[list[int]]:
     return D.train_order(len(enc), cfg.batch_size * cfg.grad_accum, cfg.seed, lengths)
 
 
-class Calibration:
-    """Training batches for data-driven inits: the run's first examples, in the run's order, made on demand."""
+class TrainingBatches:
+    """The run's :class:`~lorabench.methods.Calibration`: its first training examples, in the run's order, made on
+    demand (for data-driven inits)."""
 
     def __init__(self, enc: D.Encoded, cfg: RunConfig, pad_id: int, device: torch.device) -> None:
         self.enc, self.cfg, self.pad_id, self.device = enc, cfg, pad_id, device
@@ -88,8 +89,10 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
     model, tok = load_model(cfg.model, attn_implementation=attn_implementation)
     prompt = D.Prompt(cfg.data.template, tuple(cfg.data.label_words)) if cfg.model.head == "lm" else None
     label_ids = D.label_token_ids(tok, prompt) if prompt else None
-    train = D.encode(train_ex, tok, head=cfg.model.head, prompt=prompt, max_length=cfg.model.max_length, train=True)
-    dev = D.encode(dev_ex, tok, head=cfg.model.head, prompt=prompt, max_length=cfg.model.max_length, train=False)
+    head = cfg.model.head
+    assert head is not None  # set by ModelConfig's validator
+    train = D.encode(train_ex, tok, head=head, prompt=prompt, max_length=cfg.model.max_length, train=True)
+    dev = D.encode(dev_ex, tok, head=head, prompt=prompt, max_length=cfg.model.max_length, train=False)
     model.to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -97,7 +100,7 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
         silence_base_dropout(model)
     torch.manual_seed(cfg.seed)  # adapter init depends on the run seed only
     model = adapt(model, cfg.method, rank=cfg.rank, alpha=cfg.alpha, target_modules=cfg.target_modules,
-                  dropout=cfg.dropout, calibration=Calibration(train, cfg, tok.pad_token_id, device), **cfg.options())
+                  dropout=cfg.dropout, calibration=TrainingBatches(train, cfg, tok.pad_token_id, device), **cfg.options())
     optimizer = build_optimizer(model, cfg.method, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options())
     counts = {"train": D.label_counts(train_ex), "dev": D.label_counts(dev_ex)}
     return Prepared(cfg, model, tok, optimizer, train, dev, device, label_ids, files, count_trainable(model), counts)

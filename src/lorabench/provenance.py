@@ -6,7 +6,7 @@ import importlib.metadata as md
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -49,4 +49,4 @@ def device_info(device: torch.device) -> dict[str, Any]:
 
 def provenance(device: torch.device, data: dict[str, dict[str, str]]) -> dict[str, Any]:
     return {"versions": versions(), "git": git_commit(), "device": device_info(device), "data": data,
-            "host": platform.node(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "host": platform.node(), "time": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -13,7 +13,7 @@ refuses a store of another version instead of mixing old and new trials.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 SCHEMA_VERSION = 2
 
@@ -107,8 +107,10 @@ def run_result(lane: LaneResult, *, config: dict[str, Any], label_counts: dict[s
                provenance: dict[str, Any], run_dir: str) -> RunResult:
     """The one place a ``result.json`` is assembled (key order as written)."""
     body = {k: v for k, v in lane.items() if k not in ("status", "method")}
-    return {"schema_version": SCHEMA_VERSION, "status": lane["status"], "method": lane["method"],  # type: ignore[return-value]
-            "config": config, **body, "label_counts": label_counts, "provenance": provenance, "run_dir": run_dir}
+    # a plain dict, cast: mypy cannot check a TypedDict literal that spreads another TypedDict's remaining keys
+    return cast(RunResult, {"schema_version": SCHEMA_VERSION, "status": lane["status"], "method": lane["method"],
+                            "config": config, **body, "label_counts": label_counts, "provenance": provenance,
+                            "run_dir": run_dir})
 
 
 class TrialRow(TypedDict):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .config import RunConfig
 from .errors import ConfigError
@@ -66,3 +67,24 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
         record.result(result)
         results.append(result)
     return results
+
+
+def format_result(r: RunResult) -> str:
+    """The command line's summary of a run's result."""
+    f: Mapping[str, Any] = r["final"] or {}
+    b = r["best"]
+
+    def num(x: Any, fmt: str) -> str:
+        return format(x, fmt) if isinstance(x, int | float) else "-"
+
+    rows = [
+        ("status", r["status"]), ("method", r["method"]),
+        ("accuracy (final)", num(f.get("accuracy"), ".4f")), ("macro-F1 (final)", num(f.get("macro_f1"), ".4f")),
+        ("accuracy (best)", f"{num(b.get('accuracy'), '.4f')} at step {b.get('step')}"),
+        ("train_seconds", num(r["train_seconds"], ".1f")), ("samples/s", num(r["samples_per_second"], ".1f")),
+        ("peak memory MB", f"{num(r['peak_memory_mb'], '.0f')} ({r['memory_kind']})"),
+        ("trainable params", f"{r['trainable_params']:,}"), ("tokens seen", f"{r['tokens_seen']:,}"),
+        ("run folder", r["run_dir"]),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -7,6 +7,8 @@ memory measurements where the hub is out of reach (neither depends on the weight
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -47,7 +49,7 @@ def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
                                    pad_token="<pad>")
 
 
-ARCHS = {
+ARCHS: dict[str, dict[str, Any]] = {  # LlamaConfig arguments
     "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, max_position_embeddings=512),
     # TinyLlama/TinyLlama-1.1B-Chat-v1.0's config.json
@@ -69,4 +71,4 @@ def build_llama(arch: str, tokenizer: PreTrainedTokenizerFast, *, dtype: torch.d
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    return model.to(dtype)
+    return model.to(dtype)  # type: ignore[arg-type]  # transformers types `to` as functools.wraps(nn.Module.to)

@@ -5,6 +5,7 @@ Each is imported only when asked for; a missing package is a clear error before 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,15 +59,16 @@ class _Mlflow:
         self.m.end_run()
 
 
-_KINDS = {"tensorboard": _TensorBoard, "wandb": _Wandb, "mlflow": _Mlflow}
+_KINDS: dict[str, Callable[[Path, dict[str, Any]], Tracker]] = {
+    "tensorboard": _TensorBoard, "wandb": _Wandb, "mlflow": _Mlflow}
 
 
-def open_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> list[Tracker]:
+def open_trackers(names: Sequence[str], run_dir: Path, config: dict[str, Any]) -> list[Tracker]:
     check_trackers(names)
     return [_KINDS[name](run_dir, config) for name in names]
 
 
-def check_trackers(names: list[str]) -> None:
+def check_trackers(names: Sequence[str]) -> None:
     """Fail before anything is written when a requested tracker's package is missing."""
     import importlib.util
 

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from .methods import get_method
 from .prepare import Prepared, train_order
 from .record import RunRecord
 from .records import BestMetrics, LaneResult, Metrics, Status
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 LAST_LOSSES = 10  # ``train_loss_last`` averages this many final steps
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -76,7 +79,7 @@ def train_step(optimizers: list[torch.optim.Optimizer], schedulers: list[Any],
         with torch.autocast(stacked["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = forward(stacked, sizes)
             sums = [loss_of_logits(lg, b, head) for lg, b in zip(logits.split(sizes), _split(stacked, sizes))]
-        sum(s / n for s, n in zip(sums, ns)).backward()
+        cast(torch.Tensor, sum(s / n for s, n in zip(sums, ns))).backward()  # a sum of K ≥ 1 losses
         for k, s in enumerate(sums):
             totals[k] += s.item()
     out = []
@@ -202,7 +205,7 @@ class Lane:
         if self.preds is not None and ok:
             self.record.predictions(self.preds.rows(c.data.label_words))
             if c.save_adapter:
-                model = self.p.model
+                model = cast("PeftModel", self.p.model)  # an adapted model
                 self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
         ev = self.eval_seconds
         return LaneResult(
@@ -241,6 +244,8 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward,
     or fails stops; the others go on. Time and memory of a fused group: ``train_seconds`` is the group's
     training time divided by K (each run's share) and ``peak_memory_mb`` the group's peak; ``fused`` is K."""
     cfg, dev, pad = ps[0].cfg, ps[0].device, ps[0].tokenizer.pad_token_id
+    head = cfg.model.head
+    assert head is not None  # set by ModelConfig's validator
     lanes = [Lane.of(p, rec) for p, rec in zip(ps, records, strict=True)]
     clock = Stopwatch(dev)
     for p in ps:
@@ -258,7 +263,7 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward,
                 stats = train_step([lanes[i].p.optimizer for i in active], [lanes[i].scheduler for i in active],
                                    [lanes[i].next_batch(pad) for i in active],
                                    forward=lambda b, sizes, on=active: forward.logits(b, sizes, on),
-                                   head=cfg.model.head, max_grad_norm=cfg.max_grad_norm,
+                                   head=head, max_grad_norm=cfg.max_grad_norm,
                                    autocast=cfg.bf16 and dev.type == "cuda", pad_id=pad)
                 alive = [i for i, st in zip(active, stats, strict=True) if lanes[i].took_step(step, st, log)]
                 clock.pause()

@@ -30,9 +30,6 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def n_tokens(self) -> int:
-        return sum(len(x) for x in self.input_ids)
-
 
 def cache_dir() -> Path:
     root = os.environ.get("LORABENCH_CACHE") or Path.home() / ".cache" / "lorabench"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def load_sst2(data_dir: str | None) -> tuple[Split, Split]:
     return read_tsv(root / "train.tsv"), read_tsv(root / "dev.tsv")
 
 
-def subset(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+def subset(examples: Sequence[Example], n: int | None, seed: int) -> list[Example]:
     """``n`` examples drawn without replacement with a fixed seed (all, in file order, when n is None)."""
     if n is None or n >= len(examples):
         return list(examples)

@@ -83,8 +83,10 @@ class Method:
         """The PEFT config to inject (``model`` is the frozen base, for methods whose shape depends on it)."""
         from peft import LoraConfig
 
-        return LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout,
-                          task_type=task_type, modules_to_save=modules_to_save, **self.lora_kwargs(opts))
+        # PEFT annotates lora_alpha as int but takes any real (scaling = lora_alpha / r)
+        return LoraConfig(r=rank, lora_alpha=alpha,  # type: ignore[arg-type]
+                          target_modules=target_modules, lora_dropout=dropout, task_type=task_type,
+                          modules_to_save=modules_to_save, **self.lora_kwargs(opts))
 
     def initialise(self, model: PeftModel, opts: BaseModel, calibration: Calibration | None) -> None:
         """Adjust the freshly injected adapter in place (default: keep PEFT's init)."""

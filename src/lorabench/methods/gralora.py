@@ -65,5 +65,7 @@ class Gralora(Method):
 
         k = opts.gralora_k
         check_divisible(model, target_modules, rank, k)
-        return GraloraConfig(r=rank, alpha=alpha, gralora_k=k, hybrid_r=0, gralora_dropout=dropout,
+        # PEFT annotates alpha as int but takes any real
+        return GraloraConfig(r=rank, alpha=alpha,  # type: ignore[arg-type]
+                             gralora_k=k, hybrid_r=0, gralora_dropout=dropout,
                              target_modules=target_modules, task_type=task_type, modules_to_save=modules_to_save)

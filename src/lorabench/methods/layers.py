@@ -16,6 +16,7 @@ import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from peft import PeftModel
@@ -26,22 +27,28 @@ from torch import nn
 
 from .base import ADAPTER
 
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
 INIT_FACTORS = "lorabench_init_factors"  # attribute of a PeftModel: layer name → (A₀, B₀) of a residual init
 
 
-def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
-    """The PEFT LoRA layers of ``model`` that carry the lorabench adapter."""
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, Any]]:
+    """The PEFT LoRA layers of ``model`` that carry the lorabench adapter.
+
+    Typed ``Any``: PEFT's layers are dynamically typed (``lora_A[...]`` and friends are nn.Module attributes).
+    """
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
             yield name, module
 
 
-def base_weight(layer: LoraLayer) -> torch.Tensor:
+def base_weight(layer: Any) -> torch.Tensor:  # a PEFT LoraLayer (dynamically typed)
     """The frozen base weight W (out x in) of a LoRA layer, as stored."""
     return layer.get_base_layer().weight
 
 
-def set_with_residual(layer: LoraLayer, a: torch.Tensor, b: torch.Tensor) -> None:
+def set_with_residual(layer: Any, a: torch.Tensor, b: torch.Tensor) -> None:
     """Set the adapter to A = ``a``, B = ``b`` and freeze W_res = W − s·B A in W's dtype, so W_res + s·B A = W.
 
     For inits whose s·B A is not zero (MiLoRA, Init[AB]); the residual is formed in float32.
@@ -71,7 +78,7 @@ def save_residual(model: PeftModel, path: str) -> None:
         a, b = layer.lora_A[ADAPTER].weight.detach(), layer.lora_B[ADAPTER].weight.detach()
         state[f"{name}.lora_A.weight"] = torch.cat([a, a0.to(a.dtype)], dim=0).contiguous()
         state[f"{name}.lora_B.weight"] = torch.cat([b, -b0.to(b.dtype)], dim=1).contiguous()
-    config = copy.deepcopy(model.peft_config[ADAPTER])
+    config = cast("LoraConfig", copy.deepcopy(model.peft_config[ADAPTER]))  # residual methods are LoRA
     config.r, config.lora_alpha, config.init_lora_weights = 2 * config.r, 2 * config.lora_alpha, True
     config.rank_pattern = {k: 2 * v for k, v in (config.rank_pattern or {}).items()}
     config.alpha_pattern = {k: 2 * v for k, v in (config.alpha_pattern or {}).items()}

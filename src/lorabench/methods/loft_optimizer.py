@@ -107,11 +107,12 @@ class LoftAdamW(torch.optim.Optimizer):
     def clip_grad_norm_(self, max_norm: float | None) -> torch.Tensor:
         """Scale every gradient so that the norm of what this step applies is at most ``max_norm``; returns it."""
         move_a = self.updates_a()
-        parts = [p.grad.float().flatten() for p, _ in self._others()]
+        parts = [p.grad.float().flatten() for p, _ in self._others() if p.grad is not None]
         for a, b, s in self.pairs:
             if a.grad is None or b.grad is None:
                 continue
             p, other = (a, s * b.detach().float()) if move_a else (b, s * a.detach().float())
+            assert p.grad is not None  # checked above
             g, _ = _rescaled(p.grad, other, move_a)
             parts.append((other @ g if move_a else g @ other).flatten())
         total = torch.linalg.vector_norm(torch.cat(parts)) if parts else torch.tensor(0.0)
@@ -158,6 +159,7 @@ class LoftAdamW(torch.optim.Optimizer):
         """One factor's share of a step (the authors' per-parameter loop body)."""
         beta1, beta2 = group["betas"]
         other = s * other_p.detach().float()
+        assert p.grad is not None  # step() calls this only for pairs whose factors both have a gradient
         g, inv = _rescaled(p.grad, other, is_a)
         st = self.state[p]
         if not st:

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from ..errors import ConfigError
@@ -73,7 +72,7 @@ def estimate_gradients(model: PeftModel, calibration: Calibration, n: int) -> di
 
 
 @torch.no_grad()
-def init_from_gradient(layer: LoraLayer, grad: torch.Tensor) -> None:
+def init_from_gradient(layer: Any, grad: torch.Tensor) -> None:  # a PEFT LoraLayer (dynamically typed)
     """Set A, B of one PEFT LoRA layer from its gradient and compensate the base weight."""
     r, s = layer.r[ADAPTER], layer.scaling[ADAPTER]
     lora_a, lora_b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight

@@ -10,7 +10,7 @@ the classifier weight, never to biases.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +19,7 @@ from .registry import register
 
 if TYPE_CHECKING:
     import torch
+    from peft import PeftModel
     from torch import nn
 
 
@@ -43,8 +44,8 @@ class LoraPlus(Method):
         from peft.optimizers import create_loraplus_optimizer
 
         assert isinstance(opts, LoraPlusOptions)
-        opt = create_loraplus_optimizer(model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=opts.loraplus_ratio,
-                                        loraplus_weight_decay=weight_decay)
+        opt = create_loraplus_optimizer(cast("PeftModel", model), torch.optim.AdamW, lr=lr,
+                                        loraplus_lr_ratio=opts.loraplus_ratio, loraplus_weight_decay=weight_decay)
         # PEFT always creates all four groups; drop the empty ones so that groups map to parameters.
         opt.param_groups = [g for g in opt.param_groups if g["params"]]
         return opt

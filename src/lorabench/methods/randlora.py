@@ -98,5 +98,7 @@ class RandLora(Method):
 
         assert isinstance(opts, RandLoraOptions)
         r = opts.randlora_r or matching_r(layer_dims(model, target_modules), rank)
-        return RandLoraConfig(r=r, randlora_alpha=opts.randlora_alpha, randlora_dropout=dropout, target_modules=target_modules,
+        # PEFT annotates randlora_alpha as int but takes any real
+        return RandLoraConfig(r=r, randlora_alpha=opts.randlora_alpha,  # type: ignore[arg-type]
+                              randlora_dropout=dropout, target_modules=target_modules,
                               task_type=task_type, modules_to_save=modules_to_save)

@@ -53,7 +53,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | No
 
     cfg = d.rows[0]["config"]
     title = f"Sweep report: {sweep_dir.resolve().name}"
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     blocks = [Block("h1", title),
               Block("p", f"{len(d.methods)} methods ({', '.join(d.methods)}) on {cfg['data']['task']} with "
                          f"{cfg['model']['name']} ({cfg['model']['head']} head); sweep folder {sweep_dir.resolve()}; "

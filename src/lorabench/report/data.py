@@ -11,7 +11,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from ..errors import ConfigError
 from ..methods.registry import get_method
@@ -115,7 +115,8 @@ def run_dir(data: SweepData, r: TrialRow) -> Path | None:
     here = data.sweep_dir / "trials" / r["key"]
     if here.is_dir():
         return here
-    there = (r.get("result") or {}).get("run_dir")
+    res = r.get("result")
+    there = res.get("run_dir") if res else None
     return Path(there) if there and Path(there).is_dir() else None
 
 
@@ -139,10 +140,22 @@ def best_run(data: SweepData, t: dict[str, Any]) -> TrialRow | None:
     return max(rows, key=lambda r: (final(r), -r["seed"]))
 
 
-def curves(data: SweepData, r: TrialRow) -> dict[str, list[float]]:
+CurveKey = Literal["loss", "eval_accuracy", "eval_macro_f1"]
+
+
+class Curves(TypedDict):
+    """A trial's metrics: ``loss`` at the steps ``step``, the dev metrics at the steps ``eval_step``."""
+
+    step: list[int]
+    loss: list[float]
+    eval_step: list[int]
+    eval_accuracy: list[float]
+    eval_macro_f1: list[float]
+
+
+def curves(data: SweepData, r: TrialRow) -> Curves:
     """A trial's training loss at every step and its dev accuracy / macro-F1 at every evaluation."""
-    out: dict[str, list[float]] = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": [],
-                                   "eval_macro_f1": []}
+    out: Curves = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": [], "eval_macro_f1": []}
     for m in read_metrics(run_dir(data, r)):
         if "step" not in m:
             continue
@@ -193,7 +206,7 @@ def shared_setup(data: SweepData) -> list[tuple[str, str]]:
             ("dev examples", ("data", "n_eval")), ("eval every", ("eval_every",)), ("device", ("device",)),
             ("bf16", ("bf16",))]
 
-    def get(cfg: dict[str, Any], path: tuple[str, ...]) -> Any:
+    def get(cfg: Any, path: tuple[str, ...]) -> Any:
         for p in path:
             cfg = cfg.get(p) if isinstance(cfg, dict) else None
         return cfg
@@ -215,7 +228,8 @@ def provenance(data: SweepData) -> list[tuple[str, str]]:
     """Where the numbers come from, as the trials recorded it: versions, commit, device, data hashes."""
     vals: dict[str, set[str]] = defaultdict(set)
     for r in data.finished:
-        p = (r["result"] or {}).get("provenance") or {}
+        res = r["result"]
+        p = (res.get("provenance") if res else None) or {}
         for k, v in (p.get("versions") or {}).items():
             vals[k].add(str(v))
         git = p.get("git") or {}

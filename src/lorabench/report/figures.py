@@ -23,8 +23,8 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from ..methods.registry import get_method  # noqa: E402
 from ..sweep.curves import rate_axes  # noqa: E402
-from .data import (SweepData, best_run, curves, final, fmt_value, group_label, lambda_max, lr_points,  # noqa: E402
-                   per_method_best, sensitivity_axes, setting, shown)
+from .data import (CurveKey, SweepData, best_run, curves, final, fmt_value, group_label, lambda_max,  # noqa: E402
+                   lr_points, per_method_best, sensitivity_axes, setting, shown)
 
 DPI = 160
 BAD_MARK = {"diverged": "x", "failed": "X", "oom": "s"}
@@ -158,7 +158,7 @@ def training_curves(data: SweepData, out_dir: Path, zoom_steps: int | None = Non
     for t in per_method_best(data):
         r = best_run(data, t)
         cv = curves(data, r) if r else None
-        if cv and (cv["step"] or cv["eval_step"]):
+        if r and cv and (cv["step"] or cv["eval_step"]):
             runs.append((t, r, cv))
     if not runs:
         return []
@@ -172,7 +172,8 @@ def training_curves(data: SweepData, out_dir: Path, zoom_steps: int | None = Non
             continue
         end = limit if limit is not None else max_step
         evals = sorted({s for _, _, cv in runs for s in cv["eval_step"] if s <= end})
-        keys = [("eval_accuracy", "dev accuracy (%)"), ("eval_macro_f1", "dev macro-F1 (%)")] if evals else []
+        keys: list[tuple[CurveKey, str]] = (
+            [("eval_accuracy", "dev accuracy (%)"), ("eval_macro_f1", "dev macro-F1 (%)")] if evals else [])
         keys.append(("loss", "training loss"))
         fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 3.7 * len(keys)), 3.4), squeeze=False)
         axes = axes[0]
@@ -195,17 +196,18 @@ def training_curves(data: SweepData, out_dir: Path, zoom_steps: int | None = Non
         fig.legend(*axes[-1].get_legend_handles_labels(), loc="upper center", frameon=False,
                    ncol=min(3 if len(keys) > 1 else 2, len(runs)), bbox_to_anchor=(0.5, 1.1 if len(keys) > 1 else 1.14))
         fig.tight_layout()
-        what = "Dev accuracy, macro-F1 and training loss" if evals else "Training loss"
-        cap = (f"{what} against the training step for the best run of each method (at its best learning rate"
-               + (f"; evaluated at steps {_steps_str(evals)})" if evals else ")"))
-        if limit is None:
-            cap += f"; loss: moving average over {w} steps" if w > 1 else "; loss at every step"
-        else:
-            cap = f"The first {limit} steps of the figure above: " + cap[0].lower() + cap[1:] + "; loss at every step"
-            if not evals:
-                cap += " (no evaluation in these steps)"
-        out.append(Figure(save(fig, out_dir, name), cap + "."))
+        out.append(Figure(save(fig, out_dir, name), _curves_caption(evals, limit, w)))
     return out
+
+
+def _curves_caption(evals: list[int], limit: int | None, w: int) -> str:
+    what = "Dev accuracy, macro-F1 and training loss" if evals else "Training loss"
+    cap = (f"{what} against the training step for the best run of each method (at its best learning rate"
+           + (f"; evaluated at steps {_steps_str(evals)})" if evals else ")"))
+    if limit is None:
+        return cap + (f"; loss: moving average over {w} steps" if w > 1 else "; loss at every step") + "."
+    cap = f"The first {limit} steps of the figure above: " + cap[0].lower() + cap[1:] + "; loss at every step"
+    return cap + (" (no evaluation in these steps)" if not evals else "") + "."
 
 
 def _steps_str(steps: list[int]) -> str:
@@ -256,8 +258,8 @@ def rate_heatmaps(data: SweepData, out_dir: Path) -> list[Figure]:
         fig.tight_layout()
         name = f"lr_heatmap_{t['method']}" + (f"_{slug(s)}" if s else "")
         if np.isfinite(acc).any():
-            i, j = np.unravel_index(np.nanargmax(acc), acc.shape)
-            top = f"; best cell lr = {fmt_value(a_vals[j])}, {axis} = {fmt_value(b_vals[i])} ({acc[i, j]:.2f}%)"
+            bi, aj = np.unravel_index(np.nanargmax(acc), acc.shape)
+            top = f"; best cell lr = {fmt_value(a_vals[aj])}, {axis} = {fmt_value(b_vals[bi])} ({acc[bi, aj]:.2f}%)"
         else:
             top = ""
         out.append(Figure(save(fig, out_dir, name),
@@ -314,8 +316,8 @@ def sensitivity(data: SweepData, out_dir: Path) -> list[Figure]:
 
 
 def lr_vs_lambda(data: SweepData, out_dir: Path) -> list[Figure]:
-    pts = [(t, lambda_max(t)) for t in per_method_best(data)]
-    pts = [(t, lam) for t, lam in pts if lam is not None]
+    measured = [(t, lambda_max(t)) for t in per_method_best(data)]
+    pts = [(t, lam) for t, lam in measured if lam is not None]
     if len({t["method"] for t, _ in pts}) < 2:
         return []
     c, mk = colors(data), markers(data)

@@ -19,7 +19,7 @@ from .tables import Table
 
 @dataclass
 class Block:
-    kind: str  # h1, h2, p, ul, table, figure, code
+    kind: str  # h1, h2, p, ul, table, figure
     value: Any
 
 
@@ -48,8 +48,6 @@ def to_markdown(blocks: list[Block], out_dir: Path) -> str:
             out.append(str(b.value))
         elif b.kind == "ul":
             out.append("\n".join(f"- {x}" for x in b.value))
-        elif b.kind == "code":
-            out.append("```\n" + str(b.value) + "\n```")
         elif b.kind == "table":
             out.append(_md_table(b.value))
         elif b.kind == "figure":
@@ -104,8 +102,6 @@ def to_html(blocks: list[Block], title: str) -> str:
             out.append(f"<{b.kind}>{html.escape(str(b.value))}</{b.kind}>")
         elif b.kind == "ul":
             out.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in b.value) + "</ul>")
-        elif b.kind == "code":
-            out.append(f"<pre>{html.escape(str(b.value))}</pre>")
         elif b.kind == "table":
             out.append(_html_table(b.value))
         elif b.kind == "figure":

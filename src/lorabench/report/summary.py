@@ -9,7 +9,7 @@ from typing import Any
 
 from ..records import BAD
 from ..sweep.curves import rate_axes
-from .data import (SweepData, bad_trials, explored, final, fmt_value, group_label, lambda_max, per_method_best,
+from .data import (SweepData, bad_trials, final, fmt_value, group_label, lambda_max, per_method_best,
                    sensitivity_axes)
 
 
@@ -29,7 +29,7 @@ def names(xs: list[str]) -> str:
 
 
 def _trials(data: SweepData) -> str:
-    counts = Counter(r["status"] for r in data.rows)
+    counts: Counter[str] = Counter(r["status"] for r in data.rows)  # Status is a str: counts["ok"] is its count
     order = ["ok", "diverged", "oom", "failed", "running", "pending"]
     parts = [f"{counts[s]} {s}" for s in order if counts.get(s)] + [
         f"{v} {k}" for k, v in counts.items() if k not in order]
@@ -81,7 +81,9 @@ def _rates(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
     by_m = {t["method"]: t for t in best}
     ref = "lora" if "lora" in by_m else best[0]["method"]
     r0 = by_m[ref]["best_lr"]
-    smaller, larger, same = defaultdict(list), defaultdict(list), []
+    smaller: defaultdict[str, list[str]] = defaultdict(list)  # ratio → methods
+    larger: defaultdict[str, list[str]] = defaultdict(list)
+    same = []
     for t in best:
         if t["method"] == ref:
             continue
@@ -99,6 +101,12 @@ def _rates(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
         parts.append(f"{names(same)} at the same rate")
     if parts:
         out.append(f"Relative to {ref}'s best learning rate ({lr(r0)}): " + "; ".join(parts) + ".")
+    return out + _edges(data, best)
+
+
+def _edges(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+    """Methods whose best rate is the grid's first or last: their optimum may lie outside it."""
+    out = []
     edge_lo, edge_hi = [], []
     for t in best:
         lrs = sorted({r["lr"] for r in data.group_rows(t["group"])})

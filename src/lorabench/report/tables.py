@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,8 @@ def accuracy_by_lr(data: SweepData) -> Table:
     labels = [group_label(t["group"]) for t in groups]
     rows, raw, bold = [], [], set()
     for i, lr in enumerate(lrs):
-        cells, rcells = [lr_str(lr)], [lr]
+        cells = [lr_str(lr)]
+        rcells: list[float | None] = [lr]
         for j, t in enumerate(groups):
             p = pts[json.dumps(t["group"], sort_keys=True)].get(lr)
             if p is None:
@@ -156,7 +158,7 @@ def trials(data: SweepData) -> Table:
             "train_seconds", "peak_memory_mb", "memory_kind", "trainable_params"]
     raw = []
     for r in data.rows:
-        res = r["result"] or {}
+        res: Mapping[str, Any] = r["result"] or {}
         fin = res.get("final") or {}
         second = ";".join(f"{k}={v}" for k, v in rate_axes(r["axes"]).items()) or None
         raw.append([r["key"], r["method"], r["grp"], r["lr"], second, r["seed"], r["status"].value,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from statistics import mean, pstdev
-from typing import Any
+from typing import Any, Literal
 
 from ..records import CurvePoint, Stat, Status, TrialRow
 
@@ -29,9 +29,10 @@ def stat(xs: list[float]) -> Stat:
     return Stat(mean=mean(xs), std=pstdev(xs) if len(xs) > 1 else 0.0)
 
 
-def final(r: TrialRow, key: str = "accuracy") -> float | None:
+def final(r: TrialRow, key: Literal["accuracy", "macro_f1"] = "accuracy") -> float | None:
     """A trial's final dev metric if it finished ``ok`` with one, else None."""
-    f = (r["result"] or {}).get("final") if r["status"] is Status.OK else None
+    res = r["result"] if r["status"] is Status.OK else None
+    f = res.get("final") if res else None
     return float(f[key]) if f and f.get(key) is not None else None
 
 

@@ -42,4 +42,5 @@ def run_ray(store_url: str, sweep_dir: str, tasks: list[list[str]], *, address: 
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0, max_calls=1)(run_trials)
-    return ray.get([remote.remote(store_url, sweep_dir, t, num_cpus) for t in tasks])
+    # ray's overloads match run_trials to a 3-parameter RemoteFunction2 (its 4th parameter has a default)
+    return ray.get([remote.remote(store_url, sweep_dir, t, num_cpus) for t in tasks])  # type: ignore[call-arg]

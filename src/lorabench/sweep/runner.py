@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import merge, validate
+from ..config import validate
 from ..errors import ConfigError
 from ..measure import free_memory
 from ..files import atomic_write_text
@@ -111,6 +110,26 @@ def trial_device(sweep: Sweep) -> torch.device:
     return torch.device("cuda" if on_gpu else "cpu")
 
 
+def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
+    """The store of ``out`` ready for ``sweep``: refused if it holds another sweep or another record schema;
+    the sweep and its settings recorded; trials of dead workers back to pending."""
+    store = Store(url)
+    recorded = store.get_meta("sweep")
+    if recorded is not None and recorded["base"] != sweep.base:
+        raise ConfigError(f"{out}: holds a sweep of another base config; use a new folder")
+    schema = store.get_meta("schema_version")
+    if store.rows() and schema != SCHEMA_VERSION:  # its trial keys and records would not match this lorabench's
+        raise ConfigError(f"{out}: its trials were recorded by a lorabench of record schema {schema or 1} "
+                          f"(this one writes {SCHEMA_VERSION}); resume it with the lorabench that made it, "
+                          "or use a new folder")
+    store.set_meta("schema_version", SCHEMA_VERSION)
+    store.set_meta("sweep", sweep.dump())
+    store.set_meta("strategy", strategy)
+    atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
+    store.reclaim()
+    return store
+
+
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
               strategy: str | None = None, address: str | None = None, store_url: str | None = None,
               fuse: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -129,20 +148,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
 
         hcfg = hessian_config(sweep.cfg.hessian_config, f"{sweep.source}: hessian_config")
     url = store_url or default_url(out)
-    store = Store(url)
-    recorded = store.get_meta("sweep")
-    if recorded is not None and recorded["base"] != sweep.base:
-        raise ConfigError(f"{out}: holds a sweep of another base config; use a new folder")
-    schema = store.get_meta("schema_version")
-    if store.rows() and schema != SCHEMA_VERSION:  # its trial keys and records would not match this lorabench's
-        raise ConfigError(f"{out}: its trials were recorded by a lorabench of record schema {schema or 1} "
-                          f"(this one writes {SCHEMA_VERSION}); resume it with the lorabench that made it, "
-                          "or use a new folder")
-    store.set_meta("schema_version", SCHEMA_VERSION)
-    store.set_meta("sweep", sweep.dump())
-    store.set_meta("strategy", strategy)
-    atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
-    store.reclaim()
+    store = open_for(sweep, out, url, strategy)
     propose = STRATEGIES[strategy]
     monitor = Monitor(store, max(1, workers), progress)
     monitor.start()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from statistics import mean
 from typing import Any
 
@@ -27,6 +27,7 @@ from .space import TrialSpec
 
 
 Score = tuple[float, float]
+Done = Mapping[str, TrialRow | dict[str, Any]]  # trial key → its stored row
 
 
 def trial_score(row: TrialRow | dict[str, Any] | None) -> Score | None:
@@ -41,42 +42,45 @@ def trial_score(row: TrialRow | dict[str, Any] | None) -> Score | None:
     return (float(final["accuracy"]), -float(loss) if loss is not None else -math.inf)
 
 
-def grid(specs: list[TrialSpec], done: dict[str, dict[str, Any]]) -> list[TrialSpec]:
+def grid(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
     return specs
 
 
-def adaptive(specs: list[TrialSpec], done: dict[str, dict[str, Any]]) -> list[TrialSpec]:
+def _rate_score(specs: list[TrialSpec], done: Done) -> Score | None:
+    """The mean score over the seeds of one learning rate; None until every seed finished."""
+    vals = [trial_score(done.get(s.key)) for s in specs]
+    if any(v is None for v in vals):
+        return None
+    return (mean(v[0] for v in vals), mean(v[1] for v in vals))  # type: ignore[index]
+
+
+def _chosen(at: list[list[TrialSpec]], done: Done) -> list[int]:
+    """Indices of the rates to run: the coarse points, then one refinement step once they are all scored."""
+    n = len(at)
+    coarse = list(range(1, n, 3)) if n > 2 else list(range(n))
+    scores = [_rate_score(at[i], done) for i in coarse]
+    if n <= 2 or any(v is None for v in scores):
+        return coarse
+    best = coarse[max(range(len(coarse)), key=lambda j: scores[j])]  # type: ignore[arg-type,return-value]
+    worst = (-math.inf, -math.inf)
+    lo = _rate_score(at[best - 3], done) if best - 3 >= 0 else worst
+    hi = _rate_score(at[best + 3], done) if best + 3 < n else worst
+    step = 1 if (hi or worst) > (lo or worst) else -1
+    return [*coarse, best + step if 0 <= best + step < n else best - step]
+
+
+def adaptive(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
     by_group: dict[str, list[TrialSpec]] = defaultdict(list)
     for s in specs:
         by_group[s.group].append(s)
     out: list[TrialSpec] = []
     for group_specs in by_group.values():
         lrs = sorted({s.lr for s in group_specs})
-        at = defaultdict(list)
-        for s in group_specs:
-            at[s.lr].append(s)
-
-        def score(i: int) -> Score | None:
-            vals = [trial_score(done.get(s.key)) for s in at[lrs[i]]]
-            if any(v is None for v in vals):
-                return None
-            return (mean(v[0] for v in vals), mean(v[1] for v in vals))  # type: ignore[index]
-
-        coarse = list(range(1, len(lrs), 3)) if len(lrs) > 2 else list(range(len(lrs)))
-        chosen = list(coarse)
-        scores = [score(i) for i in coarse]
-        if all(v is not None for v in scores) and len(lrs) > 2:
-            best = coarse[max(range(len(coarse)), key=lambda j: scores[j])]  # first best: the smaller lr
-            worst = (-math.inf, -math.inf)
-            lo = score(best - 3) if best - 3 >= 0 else worst
-            hi = score(best + 3) if best + 3 < len(lrs) else worst
-            step = 1 if (hi or worst) > (lo or worst) else -1
-            target = best + step if 0 <= best + step < len(lrs) else best - step
-            chosen.append(target)
-        for i in chosen:
-            out += at[lrs[i]]
+        at = [[s for s in group_specs if s.lr == lr] for lr in lrs]
+        for i in _chosen(at, done):
+            out += at[i]
     return out
 
 
-STRATEGIES: dict[str, Callable[[list[TrialSpec], dict[str, dict[str, Any]]], list[TrialSpec]]] = {
+STRATEGIES: dict[str, Callable[[list[TrialSpec], Done], list[TrialSpec]]] = {
     "grid": grid, "adaptive": adaptive}

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..records import FINISHED, Status, SummaryRow
 from .curves import best_point, points
+from ..text import num
 from .store import Store, default_url
 
 
@@ -37,6 +38,16 @@ def status(store: Store) -> dict[str, Any]:
                          "owner": r["owner"], "step": r["step"], "steps": r["config"]["steps"],
                          "since_s": time.time() - (r["started"] or time.time())} for r in running],
             "eta_seconds": eta}
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """``lorabench status``'s lines: counts, the running trials, the ETA."""
+    lines = [f"{s['total']} trials ({s['strategy']}): " + ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()))]
+    lines += [f"  running {r['method']} lr={num(r['lr'])} seed={r['seed']} step {r['step']}/{r['steps']} on {r['owner']}"
+              for r in s["running"]]
+    if s["eta_seconds"] is not None:
+        lines.append(f"ETA ≈ {s['eta_seconds'] / 60:.1f} min")
+    return "\n".join(lines)
 
 
 def best(store: Store) -> dict[str, Any]:
@@ -74,9 +85,9 @@ def format_best(b: dict[str, Any]) -> str:
             "trials"]
     lines = []
     for t in sorted(b["table"], key=lambda t: -t["accuracy"]["mean"]):
-        axes = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        axes = ",".join(f"{k}={num(v)}"
                         for k, v in t["group"].items() if k != "method") or "-"
-        lines.append([t["method"], axes, f"{t['best_lr']:.3g}",
+        lines.append([t["method"], axes, num(t["best_lr"]),
                       f"{t['lambda_max']:.4g}" if t.get("lambda_max") is not None else "-",
                       f"{t['accuracy']['mean']:.4f} ± {t['accuracy']['std']:.4f}",
                       f"{t['macro_f1']['mean']:.4f} ± {t['macro_f1']['std']:.4f}", str(t["seeds"]),

@@ -33,7 +33,7 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
         if not mine:
             return ["skipped"] * len(keys)
         rows = {r["key"]: r for r in store.rows() if r["key"] in mine}
-        dirs = [Path(sweep_dir) / "trials" / k for k in mine]
+        dirs: list[str | Path] = [Path(sweep_dir) / "trials" / k for k in mine]
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)  # a half-written folder from a killed attempt
         last = [0.0]
