@@ -7,6 +7,8 @@ from lorabench.data import Example, Prompt, label_token_ids, read_tsv, subset, t
 from lorabench.errors import ConfigError, DataError, ModelError
 from lorabench.tiny_llama import build_tokenizer
 
+from .conftest import write_glue
+
 
 def _write(tmp_path: Path, body: bytes) -> Path:
     p = tmp_path / "train.tsv"
@@ -83,3 +85,24 @@ def test_multi_token_label_word_fails_clearly():
 def test_template_needs_both_fields():
     with pytest.raises(ConfigError, match=r"\{label\}"):
         Prompt("Review: {sentence}", ("negative", "positive"))
+
+
+@pytest.mark.parametrize("head", ["lm", "cls"])
+def test_a_single_very_long_word_is_truncated_to_max_length(head, tmp_path, tiny_bert_dir):
+    """Every example respects max_length, even one unbroken 200,000-character word; the lm label survives."""
+    from lorabench import load_config
+    from lorabench.prepare import prepare
+
+    folder = write_glue(tmp_path / "long", n_train=40, n_dev=8)
+    rows = (folder / "train.tsv").read_text().splitlines()
+    rows.insert(1, "x" * 200_000 + "\t1")
+    (folder / "train.tsv").write_text("\n".join(rows) + "\n")
+    model = ["model.name=tiny-llama"] if head == "lm" else [f"model.name={tiny_bert_dir}", "model.head=cls"]
+    cfg = load_config(None, [*model, "model.max_length=40", f"data.dir={folder}", "data.n_train=null",
+                             "data.n_eval=8", "device=cpu"])
+    p = prepare(cfg)
+    lengths = [len(x) for x in p.train.input_ids]
+    assert max(lengths) <= 40 and len(lengths) == 41
+    if head == "lm":
+        long = max(range(len(lengths)), key=lengths.__getitem__)
+        assert p.tokenizer.decode(p.train.input_ids[long]).rstrip().endswith("positive")

@@ -243,3 +243,52 @@ def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir
         c.exec_driver_sql("DELETE FROM meta WHERE name = 'schema_version'")
     with pytest.raises(ConfigError, match="record schema 1"):
         run_sweep(s, tmp_path / "S", progress=False)
+
+
+@pytest.mark.slow
+def test_collapsed_and_diverged_rates_are_never_the_best(tmp_path, glue_dir):
+    """lr = 1e3 freezes the tiny Llama (zero gradients from step 3): recorded collapsed, never selected, although
+    its last evaluation (0.625) beats the rates that trained (0.375); before, it was `ok` and the best."""
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2, 10.0, 1e3]},
+                               steps=8, eval_every=4))
+    counts = run_sweep(s, tmp_path / "S", progress=False)
+    rows = {r["lr"]: r for r in open_store(tmp_path / "S").rows()}
+    assert rows[1e3]["status"] == "collapsed" and rows[1e3]["result"]["steps_done"] < 8
+    assert rows[1e3]["result"]["final"]["accuracy"] > rows[1e-3]["result"]["final"]["accuracy"]
+    assert counts.get("collapsed") == 1
+    (t,) = best(open_store(tmp_path / "S"))["table"]
+    assert rows[t["best_lr"]]["status"] == "ok" and t["best_lr"] not in (1e3,)
+    assert all(rows[lr]["status"] in ("ok", "collapsed", "diverged") for lr in rows)
+
+
+def _store_with(tmp_path, results: list[tuple[str, float, int, str, float | None]]):
+    """A store holding finished trials (method, lr, seed, status, accuracy) without running anything."""
+    from lorabench.sweep.store import Store, default_url
+
+    (tmp_path / "S").mkdir()
+    store = Store(default_url(tmp_path / "S"))
+    specs = [TrialSpec(key=f"k{i}", group=json.dumps({"method": m}), method=m, lr=lr, seed=seed, axes={},
+                       config={"steps": 1}) for i, (m, lr, seed, _, _) in enumerate(results)]
+    store.add(specs)
+    for spec, (_, _, _, status, acc) in zip(specs, results):
+        assert store.claim(spec.key, "me")
+        final = {"accuracy": acc, "macro_f1": acc} if acc is not None else None
+        store.finish(spec.key, "me", status, {"final": final, "train_seconds": 1.0, "peak_memory_mb": 1.0,
+                                             "memory_kind": "rss", "trainable_params": 1, "fused": 1}, None)
+    return store
+
+
+def test_failed_seeds_are_left_out_of_means_and_the_spread(tmp_path):
+    store = _store_with(tmp_path, [("lora", 1e-3, 0, "ok", 0.8), ("lora", 1e-3, 1, "diverged", None),
+                                   ("lora", 1e-2, 0, "ok", 0.7), ("lora", 1e-2, 1, "ok", 0.7),
+                                   ("pissa", 1e-3, 0, "failed", None), ("pissa", 1e-2, 0, "oom", None)])
+    b = best(store)
+    (t,) = b["table"]
+    assert t["method"] == "lora" and t["best_lr"] == 1e-3  # 0.8 over the seed that finished, not (0.8 + 0) / 2
+    assert t["accuracy"] == {"mean": 0.8, "std": 0.0}
+    point = next(c for c in t["curve"] if c["lr"] == 1e-3)
+    assert point["n_ok"] == 1 and point["counts"] == {"ok": 1, "diverged": 1}
+    assert b["spread"] == 0.0  # pissa, which has no trial that finished ok, is not part of it
+    assert b["no_ok"] == [{"group": {"method": "pissa"}, "method": "pissa", "trials": 2,
+                           "counts": {"failed": 1, "oom": 1}}]
+    assert "pissa: no trial finished ok (1 failed, 1 oom); no best learning rate" in format_best(b)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, cast
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Status(StrEnum):
@@ -24,7 +24,8 @@ class Status(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     OK = "ok"
-    DIVERGED = "diverged"
+    DIVERGED = "diverged"  # the loss became non-finite or grew past diverge_factor × its first value
+    COLLAPSED = "collapsed"  # training stopped moving: a non-finite gradient, or zero gradients step after step
     FAILED = "failed"
     OOM = "oom"
 
@@ -39,8 +40,8 @@ class Status(StrEnum):
         return self in BAD
 
 
-FINISHED = frozenset({Status.OK, Status.DIVERGED, Status.FAILED, Status.OOM})
-BAD = (Status.DIVERGED, Status.FAILED, Status.OOM)  # in the order reports list them
+FINISHED = frozenset({Status.OK, Status.DIVERGED, Status.COLLAPSED, Status.FAILED, Status.OOM})
+BAD = (Status.DIVERGED, Status.COLLAPSED, Status.FAILED, Status.OOM)  # in the order reports list them
 
 
 class Metrics(TypedDict):
@@ -73,6 +74,7 @@ class LaneResult(TypedDict):
     fused: int  # how many runs trained together (1: alone); cost columns are then shares of the group's
     trainable_params: int
     tokens_seen: int
+    one_class: bool  # its last dev predictions were all one class (a constant predictor)
     train_loss_last: float | None
     error: str | None
 
@@ -96,6 +98,7 @@ class RunResult(TypedDict):
     fused: int
     trainable_params: int
     tokens_seen: int
+    one_class: bool
     train_loss_last: float | None
     error: str | None
     label_counts: dict[str, dict[int, int]]
@@ -145,8 +148,8 @@ class CurvePoint(TypedDict):
 
     lr: float
     paired: NotRequired[dict[str, float]]  # the second learning-rate axes' values (e.g. LoRA+'s lr_b)
-    accuracy: Stat
-    macro_f1: Stat
+    accuracy: Stat | None  # over the seeds that finished ok; None if none did
+    macro_f1: Stat | None
     seeds: int
     statuses: list[str]  # the distinct statuses, sorted
     n_ok: int  # seeds that finished ok
@@ -155,7 +158,7 @@ class CurvePoint(TypedDict):
 
 
 class SummaryRow(TypedDict):
-    """A group's best point and cost, as ``lorabench best`` shows it."""
+    """A group's best point and cost, as ``lorabench best`` shows it (groups with a trial that finished ok)."""
 
     group: dict[str, Any]
     method: str

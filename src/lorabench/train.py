@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 LAST_LOSSES = 10  # ``train_loss_last`` averages this many final steps
+ZERO_GRAD_STEPS = 3  # this many consecutive steps with a zero gradient norm: the run has collapsed
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -100,6 +101,11 @@ def diverged(loss: float, first_loss: float | None, factor: float) -> bool:
     return not math.isfinite(loss) or (first_loss is not None and loss > factor * max(first_loss, 1e-8))
 
 
+def collapsed(grad_norm: float, zero_steps: int) -> bool:
+    """Training no longer moves: a non-finite gradient (with a finite loss), or ``ZERO_GRAD_STEPS`` zero norms."""
+    return not math.isfinite(grad_norm) or zero_steps >= ZERO_GRAD_STEPS
+
+
 def status_of(exc: BaseException) -> Status:
     """The status of a run that raised ``exc``: out of memory, or failed."""
     return Status.OOM if isinstance(exc, torch.OutOfMemoryError) else Status.FAILED
@@ -154,6 +160,7 @@ class Lane:
     error: str | None = None
     eval_seconds: float = 0.0
     eval_examples: int = 0
+    zero_steps: int = 0  # consecutive steps with a zero gradient norm
     row: dict[str, Any] = field(default_factory=dict)  # this step's metrics row
 
     @classmethod
@@ -169,16 +176,19 @@ class Lane:
                 for j in range(0, len(idx), bs)]
 
     def took_step(self, step: int, st: StepStats, log: Callable[[str], None]) -> bool:
-        """Record step ``step``; False if the run diverged there (it then stops)."""
+        """Record step ``step``; False if the run diverged or collapsed there (it then stops)."""
         self.tokens_seen += st.tokens
         row: dict[str, Any] = {"step": step, "loss": st.loss, "lr": self.scheduler.get_last_lr()[0],
                                "grad_norm": st.grad_norm}
         cfg = self.p.cfg
-        if diverged(st.loss, self.first_loss, cfg.diverge_factor):
-            self.status, self.steps_done = Status.DIVERGED, step - 1
+        self.zero_steps = self.zero_steps + 1 if st.grad_norm == 0 else 0
+        bad = (Status.DIVERGED if diverged(st.loss, self.first_loss, cfg.diverge_factor)
+               else Status.COLLAPSED if collapsed(st.grad_norm, self.zero_steps) else None)
+        if bad is not None:
+            self.status, self.steps_done = bad, step - 1
             self.record.log(row)
-            log(f"{cfg.method} lr={cfg.lr:g}: diverged at step {step}: loss {st.loss:.4g} "
-                f"(first loss {self.first_loss})")
+            log(f"{cfg.method} lr={cfg.lr:g}: {bad.value} at step {step}: loss {st.loss:.4g} "
+                f"(first loss {self.first_loss}), gradient norm {st.grad_norm:.3g}")
             return False
         self.first_loss = st.loss if self.first_loss is None else self.first_loss
         self.recent = (self.recent + [st.loss])[-LAST_LOSSES:]
@@ -195,6 +205,10 @@ class Lane:
             self.best = BestMetrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"], step=step)
         self.final = Metrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"])
 
+    def one_class(self) -> bool:
+        """Whether its last predictions are all one class while the dev set has several (a constant predictor)."""
+        return self.preds is not None and len(set(self.preds.preds)) == 1 and len(set(self.preds.labels)) > 1
+
     def stop(self, status: Status, error: str | None = None) -> None:
         if self.status is Status.RUNNING:
             self.status, self.error = status, error
@@ -202,19 +216,20 @@ class Lane:
     def result(self, seconds: float, memory: tuple[float, str], fused: int) -> LaneResult:
         """Its result (``seconds``: its share of the training time); writes predictions and the adapter if ok."""
         c, ok = self.p.cfg, self.status is Status.OK
-        if self.preds is not None and ok:
+        if self.preds is not None and (ok or self.status is Status.COLLAPSED):
             self.record.predictions(self.preds.rows(c.data.label_words))
-            if c.save_adapter:
+            if c.save_adapter and ok:
                 model = cast("PeftModel", self.p.model)  # an adapted model
                 self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
         ev = self.eval_seconds
         return LaneResult(
-            status=self.status, method=c.method, steps_done=self.steps_done, final=self.final if ok else None,
+            status=self.status, method=c.method, steps_done=self.steps_done,
+            final=self.final if ok or self.status is Status.COLLAPSED else None,
             best=self.best, train_seconds=seconds,
             samples_per_second=self.steps_done * c.batch_size * c.grad_accum / seconds if seconds else None,
             eval_seconds=ev, eval_samples_per_second=self.eval_examples / ev if ev else None,
             peak_memory_mb=memory[0], memory_kind=memory[1], fused=fused, trainable_params=self.p.trainable_params,
-            tokens_seen=self.tokens_seen,
+            tokens_seen=self.tokens_seen, one_class=self.one_class(),
             train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error)
 
 

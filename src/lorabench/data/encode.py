@@ -12,9 +12,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..files import atomic_write_bytes
 from .glue import Example
 from .prompts import Prompt
@@ -42,6 +44,24 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _fitted(e: Example, tokenizer: Any, prompt: Prompt, max_length: int, train: bool) -> list[int]:
+    """The prompt's token ids within ``max_length``: words dropped from the end of the sentence, then (a single
+    word too long alone) characters, never the template or the label."""
+    words = e.sentence.split()
+    while True:
+        sentence = " ".join(words)
+        x = tokenizer(prompt.full(sentence, e.label) if train else prompt.query(sentence))["input_ids"]
+        if len(x) <= max_length:
+            return list(x)
+        if len(words) > 1:
+            words = words[: max(1, len(words) - max(1, (len(x) - max_length) // 2))]
+        elif words and words[0]:
+            words = [words[0][: min(len(words[0]) - 1, len(words[0]) * max_length // len(x))]]
+        else:
+            raise ConfigError(f"model.max_length: {max_length} tokens cannot hold the prompt template "
+                              f"({len(x)} tokens with an empty sentence)")
+
+
 def encode(examples: list[Example], tokenizer, *, head: str, prompt: Prompt | None, max_length: int,
            train: bool) -> Encoded:
     """Token ids of ``examples``: sentences for ``cls``; full prompts (train) or queries (eval) for ``lm``.
@@ -65,17 +85,7 @@ def encode(examples: list[Example], tokenizer, *, head: str, prompt: Prompt | No
         ids = tokenizer([e.sentence for e in examples], truncation=True, max_length=max_length)["input_ids"]
     else:
         assert prompt is not None
-        ids = []
-        for e in examples:
-            words = e.sentence.split()
-            while True:
-                sentence = " ".join(words)
-                text = prompt.full(sentence, e.label) if train else prompt.query(sentence)
-                x = tokenizer(text)["input_ids"]
-                if len(x) <= max_length or len(words) <= 1:
-                    break
-                words = words[: max(1, len(words) - max(1, (len(x) - max_length) // 2))]
-            ids.append(x)
+        ids = [_fitted(e, tokenizer, prompt, max_length, train) for e in examples]
     enc = Encoded([list(map(int, x)) for x in ids], labels)
     buf = io.BytesIO()
     torch.save({"input_ids": enc.input_ids, "labels": enc.labels}, buf)

@@ -27,7 +27,7 @@ from .data import (CurveKey, SweepData, best_run, curves, final, fmt_value, grou
                    lr_points, per_method_best, sensitivity_axes, setting, shown)
 
 DPI = 160
-BAD_MARK = {"diverged": "x", "failed": "X", "oom": "s"}
+BAD_MARK = {"diverged": "x", "collapsed": "v", "failed": "X", "oom": "s"}
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
                      "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
 

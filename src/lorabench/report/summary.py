@@ -231,9 +231,10 @@ def _rate_grid(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
 
 def summarize(data: SweepData) -> list[str]:
     """The summary as a list of sentences (one bullet each), every number taken from ``data``."""
-    everyone = per_method_best(data)
-    best = [t for t in everyone if any(final(r) is not None for r in data.group_rows(t["group"]))]
-    none_ok = [t["method"] for t in everyone if t not in best]
+    best = per_method_best(data)  # groups with a trial that finished ok
+    with_ok = {t["method"] for t in best}
+    none_ok = sorted({g["method"] for g in data.best.get("no_ok", []) if g["method"] not in with_ok},
+                     key=lambda m: data.methods.index(m) if m in data.methods else len(data.methods))
     out = [_trials(data)]
     if none_ok:
         out.append(f"No trial of {names(none_ok)} finished ok, so {'it is' if len(none_ok) == 1 else 'they are'} "

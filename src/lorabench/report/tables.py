@@ -145,9 +145,9 @@ def accuracy_by_lr(data: SweepData) -> Table:
                     bold.add((i, j + 1))
         rows.append(cells)
         raw.append(rcells)
-    cap = ("Dev accuracy (%) at every learning rate, mean over seeds, a seed that did not finish ok counting as 0 "
-           "(the rule best() uses); diverged/failed: no seed finished; † some seeds did not; bold: the rate that "
-           "best() selects.")
+    cap = ("Dev accuracy (%) at every learning rate, mean over the seeds that finished ok (the rule best() uses); "
+           "diverged/collapsed/failed: no seed finished ok; † some seeds did not; bold: the rate that best() "
+           "selects.")
     if any("paired" in p for g in pts.values() for p in g.values()):
         cap += " For a two-rate grid the rate is lr and the cell the best over the second rate."
     return Table("accuracy_by_lr", cap, ["learning rate", *labels], rows, ["lr", *labels], raw, bold=bold)

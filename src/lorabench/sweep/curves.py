@@ -2,8 +2,9 @@
 
 A point is every trial of a group at one learning rate (and, for a method with a second learning-rate
 axis such as LoRA+'s ``lr_b``, one value of that axis), over its seeds. The one rule for seeds that did
-not finish ``ok`` (diverged, failed, oom): they count as accuracy 0 in the point's mean, so a rate where
-runs break is never chosen as the best; ``n_ok`` and ``counts`` say how many seeds did finish.
+not finish ``ok`` (diverged, collapsed, failed, oom): they are left out of the point's mean and std, and a
+point where none finished ok has no accuracy and is never the best; ``n_ok`` and ``counts`` say how many
+seeds finished and how.
 
 Second learning-rate axes are the axes whose name starts with ``lr_`` (a method declares which option
 such an axis sets, see ``Method.rate_axes``); nothing here names a method.
@@ -43,9 +44,10 @@ def points(rows: list[TrialRow]) -> list[CurvePoint]:
         cells[(r["lr"], tuple(sorted(rate_axes(r["axes"]).items())))].append(r)
     out = []
     for (lr, paired), rs in sorted(cells.items()):
-        accs = [final(r) or 0.0 for r in rs]
-        f1s = [final(r, "macro_f1") or 0.0 for r in rs]
-        point = CurvePoint(lr=lr, accuracy=stat(accs), macro_f1=stat(f1s), seeds=len(rs),
+        accs = [a for a in (final(r) for r in rs) if a is not None]
+        f1s = [f for f in (final(r, "macro_f1") for r in rs) if f is not None]
+        point = CurvePoint(lr=lr, accuracy=stat(accs) if accs else None, macro_f1=stat(f1s) if f1s else None,
+                           seeds=len(rs),
                            statuses=sorted({r["status"].value for r in rs}),
                            n_ok=sum(final(r) is not None for r in rs),
                            counts=dict(Counter(r["status"].value for r in rs)), axes=rs[0]["axes"])
@@ -55,9 +57,11 @@ def points(rows: list[TrialRow]) -> list[CurvePoint]:
     return out
 
 
-def best_point(curve: list[CurvePoint]) -> CurvePoint:
-    """The point of highest mean accuracy (the first, i.e. the smallest rate, among equals)."""
-    return max(curve, key=lambda c: c["accuracy"]["mean"])
+def best_point(curve: list[CurvePoint]) -> CurvePoint | None:
+    """The point of highest mean accuracy over ok seeds (the first, i.e. the smallest rate, among equals); None if
+    no trial of the curve finished ok."""
+    scored = [c for c in curve if c["accuracy"] is not None]
+    return max(scored, key=lambda c: c["accuracy"]["mean"]) if scored else None  # type: ignore[index]
 
 
 def per_rate(curve: list[CurvePoint]) -> list[CurvePoint]:
@@ -65,4 +69,4 @@ def per_rate(curve: list[CurvePoint]) -> list[CurvePoint]:
     by_lr: dict[float, list[CurvePoint]] = defaultdict(list)
     for c in curve:
         by_lr[c["lr"]].append(c)
-    return [best_point(by_lr[lr]) for lr in sorted(by_lr)]
+    return [best_point(by_lr[lr]) or by_lr[lr][0] for lr in sorted(by_lr)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -52,16 +52,23 @@ def format_status(s: dict[str, Any]) -> str:
 
 def best(store: Store) -> dict[str, Any]:
     """Per group (method and its other axes): its learning-rate curve (:func:`lorabench.sweep.curves.points`),
-    the best point, its cost, and the group's λ_max at init if the sweep measured it (``hessian: true``)."""
+    the best point, its cost, and the group's λ_max at init if the sweep measured it (``hessian: true``).
+
+    Only trials that finished ok enter a mean or the spread of the peaks; a group none of whose trials did is
+    listed under ``no_ok`` with its trials by status, and has no best learning rate."""
     rows = [r for r in store.rows() if r["status"] in FINISHED]
     hessian = store.get_meta("hessian") or {}  # group (JSON) → its Hessian at init
     groups: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
         groups[r["grp"]].append(r)
-    table = []
+    table, no_ok = [], []
     for grp, rs in groups.items():
         curve = points(rs)
         top = best_point(curve)
+        if top is None or top["accuracy"] is None or top["macro_f1"] is None:
+            no_ok.append({"group": json.loads(grp), "method": json.loads(grp)["method"], "trials": len(rs),
+                          "counts": dict(sorted(Counter(r["status"].value for r in rs).items()))})
+            continue
         at_top = [r for r in rs if r["lr"] == top["lr"] and r["status"] is Status.OK and (r["result"] or {}).get("final")
                   and {k: r["axes"][k] for k in top.get("paired", {})} == top.get("paired", {})]
         res = [r["result"] for r in at_top]
@@ -76,7 +83,7 @@ def best(store: Store) -> dict[str, Any]:
             fused=max((x.get("fused", 1) for x in res), default=1), trials=sum(c["seeds"] for c in curve),
             curve=curve))
     peaks = [t["accuracy"]["mean"] for t in table]
-    return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table,
+    return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table, "no_ok": no_ok,
             "spread": (max(peaks) - min(peaks)) if peaks else None}
 
 
@@ -99,7 +106,12 @@ def format_best(b: dict[str, Any]) -> str:
     out = [f"strategy: {b['strategy']}, {b['trials']} finished trials", fmt(head), fmt(["-" * w for w in widths])]
     out += [fmt(r) for r in lines]
     if b["spread"] is not None:
-        out.append(f"spread of the peaks across methods: {b['spread'] * 100:.2f} accuracy points")
+        out.append(f"spread of the peaks across methods: {b['spread'] * 100:.2f} accuracy points "
+                   "(over trials that finished ok)")
+    for g in b.get("no_ok", []):
+        axes = ",".join(f"{k}={num(v)}" for k, v in g["group"].items() if k != "method")
+        out.append(f"{g['method']}{f' ({axes})' if axes else ''}: no trial finished ok ("
+                   + ", ".join(f"{n} {s}" for s, n in g["counts"].items()) + "); no best learning rate")
     fused = sorted({t["method"] for t in b["table"] if t.get("fused", 1) > 1})
     if fused:
         out.append(f"trained fused ({', '.join(fused)}): train s is each trial's share of its group's time and peak MB "
