@@ -292,3 +292,82 @@ def test_failed_seeds_are_left_out_of_means_and_the_spread(tmp_path):
     assert b["no_ok"] == [{"group": {"method": "pissa"}, "method": "pissa", "trials": 2,
                            "counts": {"failed": 1, "oom": 1}}]
     assert "pissa: no trial finished ok (1 failed, 1 oom); no best learning rate" in format_best(b)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "trials").glob("*/result.json")}
+
+
+@pytest.mark.slow
+def test_a_lost_or_new_store_adopts_finished_folders_and_never_overwrites_them(tmp_path, glue_dir):
+    from lorabench.errors import ConfigError
+
+    s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2]}))
+    out = tmp_path / "S"
+    assert run_sweep(s, out, progress=False) == {"ok": 2}
+    before = _digests(out)
+    assert len(before) == 2
+    for f in out.glob("sweep.db*"):  # the store is lost
+        f.unlink()
+    assert run_sweep(s, out, progress=False) == {"ok": 2}
+    assert _digests(out) == before and all(r["attempts"] == 0 for r in open_store(out).rows())  # adopted, not rerun
+    other = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # moved to another store
+    assert run_sweep(s, out, store_url=other, progress=False) == {"ok": 2}
+    assert _digests(out) == before
+    for f in out.glob("sweep.db*"):
+        f.unlink()
+    assert run_sweep(s, out, rebuild=True, progress=False) == {"ok": 2}  # --rebuild-store: recovered, nothing run
+    assert _digests(out) == before and best(open_store(out))["table"][0]["best_lr"] in (1e-3, 1e-2)
+    key = next(iter(before))
+    res = json.loads((out / "trials" / key / "result.json").read_text())
+    res["config"]["lr"] = 0.5  # a folder that holds another trial's run
+    (out / "trials" / key / "result.json").write_text(json.dumps(res))
+    for f in out.glob("sweep.db*"):
+        f.unlink()
+    with pytest.raises(ConfigError, match=f"{key}/result.json: holds another trial's run"):
+        run_sweep(s, out, progress=False)
+
+
+@pytest.mark.slow
+def test_retry_reruns_failed_trials_and_keeps_the_attempt_count(tmp_path, glue_dir):
+    from .conftest import write_glue
+
+    missing = tmp_path / "later"
+    s = load_sweep(write_sweep(tmp_path, missing, {"methods": ["lora"], "lr": [1e-3]}))
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"failed": 1}  # the data is not there yet
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"failed": 1}  # a plain resume keeps it
+    write_glue(missing)
+    assert run_sweep(s, tmp_path / "S", retry=["failed"], progress=False) == {"ok": 1}
+    (row,) = open_store(tmp_path / "S").rows()
+    assert row["attempts"] == 2 and row["result"]["final"] is not None
+    from lorabench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--retry: ok is not a status to retry"):
+        run_sweep(s, tmp_path / "S", retry=["ok"], progress=False)
+
+
+def test_a_stalled_worker_cannot_overwrite_the_attempt_that_replaced_it(tmp_path):
+    """The fence: an attempt's folder becomes trials/KEY only if the store still says its worker owns the trial."""
+    from lorabench.records import Status
+    from lorabench.sweep.store import Store, default_url
+    from lorabench.sweep.worker import attempt_dir, publish
+
+    (tmp_path / "trials").mkdir(parents=True)
+    store = Store(default_url(tmp_path))
+    store.add([TrialSpec(key="k", group="{}", method="lora", lr=1e-3, seed=0, axes={}, config={})])
+    assert store.claim("k", "hostA:1")
+    with store.engine.begin() as c:  # A stalls: its lease runs out and the trial goes back to pending
+        c.exec_driver_sql("UPDATE trials SET heartbeat = 0 WHERE key = 'k'")
+    assert store.reclaim(lease_s=60) == 1
+    assert store.claim("k", "hostB:2")
+    final = tmp_path / "trials" / "k"
+    for who, attempt in (("B", 2), ("A", 1)):
+        d = attempt_dir(tmp_path, "k", attempt)
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"by": who}))
+    assert publish(store, "k", "hostB:2", attempt_dir(tmp_path, "k", 2), final, Status.OK, {"by": "B"}, None)
+    assert not publish(store, "k", "hostA:1", attempt_dir(tmp_path, "k", 1), final, Status.OK, {"by": "A"}, None)
+    assert json.loads((final / "result.json").read_text())["by"] == "B"
+    assert store.rows()[0]["result"]["by"] == "B" and not attempt_dir(tmp_path, "k", 1).exists()

@@ -69,8 +69,11 @@ def train(
 
     result = run(load_config(config, set_ or []), out, progress=not quiet, log=lambda m: typer.echo(m, err=True))
     typer.echo(format_result(result))
+    for problem in result["artefact_errors"]:
+        typer.echo(f"error: could not write {problem}", err=True)
     if result["status"] == "failed":
         typer.echo(result["error"], err=True)
+    if result["status"] == "failed" or result["artefact_errors"]:
         raise typer.Exit(1)
 
 
@@ -88,9 +91,14 @@ def sweep(
     fuse: Annotated[str, typer.Option("--fuse", help="Train up to K compatible trials (same config but lr, seed "
                                       "and method options) in one fused forward/backward: an integer "
                                       "(1: off) or auto (as many as fit in half the free memory, at most 16).")] = "auto",
+    retry: Annotated[str | None, typer.Option("--retry", help="Run again the trials that ended with these "
+                                              "statuses, e.g. failed,oom (their attempt count is kept).")] = None,
+    rebuild_store: Annotated[bool, typer.Option("--rebuild-store", help="Recover a lost or emptied store from the "
+                                                "trial folders' result.json files, then stop.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Run a sweep, or resume it: finished trials are kept, interrupted ones rerun."""
+    """Run a sweep, or resume it: finished trials are kept (also when the store was lost: their folders are
+    adopted), interrupted ones rerun."""
     from .errors import ConfigError
     from .sweep import load_sweep, run_sweep
 
@@ -98,7 +106,8 @@ def sweep(
         raise ConfigError(f"--fuse: expected a positive integer or auto (got {fuse!r})")
     counts = run_sweep(load_sweep(config), out, workers=workers, executor=executor, strategy=strategy,
                        address=address, store_url=store, fuse=None if fuse == "auto" else int(fuse),
-                       progress=not quiet)
+                       progress=not quiet, retry=[x.strip() for x in retry.split(",") if x.strip()] if retry else None,
+                       rebuild=rebuild_store)
     typer.echo("trials: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 

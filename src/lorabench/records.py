@@ -77,6 +77,7 @@ class LaneResult(TypedDict):
     one_class: bool  # its last dev predictions were all one class (a constant predictor)
     train_loss_last: float | None
     error: str | None
+    artefact_errors: list[str]  # writes that failed (predictions, adapter, result.json); the run itself stands
 
 
 class RunResult(TypedDict):
@@ -101,6 +102,7 @@ class RunResult(TypedDict):
     one_class: bool
     train_loss_last: float | None
     error: str | None
+    artefact_errors: list[str]
     label_counts: dict[str, dict[int, int]]
     provenance: dict[str, Any]
     run_dir: str

@@ -64,7 +64,10 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
     for p, d, record, lane in zip(ps, run_dirs, records, lanes, strict=True):
         result = run_result(lane, config=p.cfg.dump(), label_counts=p.label_counts,
                             provenance=provenance(p.device, p.data_files), run_dir=str(d))
-        record.result(result)
+        try:
+            record.result(result)
+        except OSError as e:  # the store (in a sweep) still records what was trained
+            result["artefact_errors"].append(f"result.json: {e}")
         results.append(result)
     return results
 

@@ -216,11 +216,7 @@ class Lane:
     def result(self, seconds: float, memory: tuple[float, str], fused: int) -> LaneResult:
         """Its result (``seconds``: its share of the training time); writes predictions and the adapter if ok."""
         c, ok = self.p.cfg, self.status is Status.OK
-        if self.preds is not None and (ok or self.status is Status.COLLAPSED):
-            self.record.predictions(self.preds.rows(c.data.label_words))
-            if c.save_adapter and ok:
-                model = cast("PeftModel", self.p.model)  # an adapted model
-                self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
+        failed_writes = self.write_artefacts()
         ev = self.eval_seconds
         return LaneResult(
             status=self.status, method=c.method, steps_done=self.steps_done,
@@ -230,7 +226,25 @@ class Lane:
             eval_seconds=ev, eval_samples_per_second=self.eval_examples / ev if ev else None,
             peak_memory_mb=memory[0], memory_kind=memory[1], fused=fused, trainable_params=self.p.trainable_params,
             tokens_seen=self.tokens_seen, one_class=self.one_class(),
-            train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error)
+            train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error,
+            artefact_errors=failed_writes)
+
+    def write_artefacts(self) -> list[str]:
+        """Predictions (ok or collapsed) and the adapter (ok); the writes that failed. A full disk or a lost mount
+        costs the artefact, not what was trained."""
+        c, failed = self.p.cfg, []
+        if self.preds is not None and self.status in (Status.OK, Status.COLLAPSED):
+            try:
+                self.record.predictions(self.preds.rows(c.data.label_words))
+            except OSError as e:
+                failed.append(f"predictions.jsonl: {e}")
+        if self.preds is not None and self.status is Status.OK and c.save_adapter:
+            model = cast("PeftModel", self.p.model)  # an adapted model
+            try:
+                self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
+            except OSError as e:
+                failed.append(f"adapter: {e}")
+        return failed
 
 
 def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int) -> None:

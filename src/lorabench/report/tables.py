@@ -135,12 +135,12 @@ def accuracy_by_lr(data: SweepData) -> Table:
             if p is None:
                 cells.append("–")
                 rcells.append(None)
-            elif shown(p) is None:
+            elif (acc := shown(p)) is None:
                 cells.append(next((s.value for s in BAD if p["counts"].get(s)), "–"))
                 rcells.append(None)
             else:
-                cells.append(pct(p["accuracy"]["mean"]) + ("†" if p["n_ok"] < p["seeds"] else ""))
-                rcells.append(p["accuracy"]["mean"])
+                cells.append(pct(acc) + ("†" if p["n_ok"] < p["seeds"] else ""))
+                rcells.append(acc)
                 if lr == t["best_lr"]:
                     bold.add((i, j + 1))
         rows.append(cells)

@@ -22,11 +22,12 @@ from ..config import validate
 from ..errors import ConfigError
 from ..measure import free_memory
 from ..files import atomic_write_text
-from ..records import FINISHED, SCHEMA_VERSION, Status
+from ..records import BAD, FINISHED, SCHEMA_VERSION, Status
 from .config import Sweep
 from .executors import run_local, run_ray
 from .store import Store, default_url
 from .schedule import fused_tasks
+from .space import trial_key
 from .strategies import STRATEGIES
 
 if TYPE_CHECKING:
@@ -130,26 +131,81 @@ def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
     return store
 
 
+def adopt_finished(store: Store, out: Path, keys: list[str]) -> int:
+    """Record as finished every pending trial among ``keys`` whose folder already holds a finished run (a store
+    emptied, lost or new): its ``result.json`` is kept as it is, never rerun over. A folder whose config is not
+    the trial's is refused."""
+    adopted = 0
+    for key in keys:
+        path = out / "trials" / key / "result.json"
+        if not path.is_file():
+            continue
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: unreadable ({e}); move that folder away to rerun the trial") from None
+        if trial_key(result.get("config") or {}) != key:
+            raise ConfigError(f"{path}: holds another trial's run (its config does not hash to {key}); move that "
+                              "folder away to rerun the trial")
+        adopted += store.adopt(key, result)
+    return adopted
+
+
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
               strategy: str | None = None, address: str | None = None, store_url: str | None = None,
-              fuse: int | None = None, progress: bool = True) -> dict[str, Any]:
+              fuse: int | None = None, progress: bool = True, retry: list[str] | None = None,
+              rebuild: bool = False) -> dict[str, Any]:
     """Run (or resume) ``sweep`` into folder ``out``; returns counts by status.
 
     ``fuse``: at most this many compatible trials train together in one fused group (1: none;
-    ``None``: as many as fit in memory, see :func:`fused_tasks`)."""
+    ``None``: as many as fit in memory, see :func:`fused_tasks`). ``retry``: statuses (failed, oom,
+    diverged, collapsed) whose trials run again. ``rebuild``: recover the store from the trial folders
+    (every finished run adopted) and run nothing."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     strategy = strategy or sweep.cfg.strategy
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
     hcfg = None
-    if sweep.cfg.hessian:
+    if sweep.cfg.hessian and not rebuild:
         from ..hessian import hessian_config
 
         hcfg = hessian_config(sweep.cfg.hessian_config, f"{sweep.source}: hessian_config")
     url = store_url or default_url(out)
     store = open_for(sweep, out, url, strategy)
-    propose = STRATEGIES[strategy]
+    try:
+        if rebuild:
+            found = [t for t in sweep.trials if (out / "trials" / t.key / "result.json").is_file()]
+            store.add(found)
+            adopt_finished(store, out, [t.key for t in found])
+        else:
+            if retry:
+                store.retry(retry_statuses(retry))
+            _run_pending(sweep, store, out, url, STRATEGIES[strategy], workers=workers, executor=executor,
+                         address=address, fuse=fuse, progress=progress)
+            if hcfg is not None:
+                measure_hessians(sweep, store, hcfg, log=(lambda m: tqdm.write(m)) if progress else (lambda _: None))
+        counts: dict[str, int] = {}
+        for r in store.rows():
+            counts[r["status"].value] = counts.get(r["status"].value, 0) + 1
+        return counts
+    finally:
+        store.close()
+
+
+def retry_statuses(names: list[str]) -> list[Status]:
+    allowed = {s.value: s for s in BAD}
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ConfigError(f"--retry: {', '.join(bad)} is not a status to retry; choose from {', '.join(allowed)}")
+    return [allowed[n] for n in names]
+
+
+def _run_pending(sweep: Sweep, store: Store, out: Path, url: str, propose: Any, *, workers: int, executor: str,
+                 address: str | None, fuse: int | None, progress: bool) -> None:
+    """Propose, adopt what is already finished on disk, run the pending trials; until none is pending."""
     monitor = Monitor(store, max(1, workers), progress)
     monitor.start()
     try:
@@ -157,6 +213,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             done = {r["key"]: r for r in store.rows()}
             proposals = propose(sweep.trials, done)
             store.add(proposals)
+            adopt_finished(store, out, [p.key for p in proposals])
             rows = {r["key"]: r for r in store.rows()}
             pending = [rows[s.key] for s in proposals if rows[s.key]["status"] is Status.PENDING]
             if not pending:
@@ -166,16 +223,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             if executor == "ray":
                 run_ray(url, str(out), tasks, address=address, num_cpus=sweep.cfg.execution.num_cpus,
                         num_gpus=sweep.cfg.execution.num_gpus)
-            elif executor == "local":
-                run_local(url, str(out), tasks, workers)
             else:
-                raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
+                run_local(url, str(out), tasks, workers)
     finally:
         monitor.close()
-    if hcfg is not None:
-        measure_hessians(sweep, store, hcfg, log=(lambda m: tqdm.write(m)) if progress else (lambda _: None))
-    counts: dict[str, int] = {}
-    for r in store.rows():
-        counts[r["status"].value] = counts.get(r["status"].value, 0) + 1
-    store.close()
-    return counts

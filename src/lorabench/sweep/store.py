@@ -122,6 +122,22 @@ class Store:
                 error=error))
         return r.rowcount == 1
 
+    def adopt(self, key: str, result: dict[str, Any]) -> bool:
+        """Record a pending trial as finished with ``result``, a run folder's ``result.json`` (no worker ran it)."""
+        status = Status(result["status"])
+        assert status in FINISHED
+        with self.engine.begin() as c:
+            r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.status == Status.PENDING.value).values(
+                status=status.value, finished=time.time(), result=json.dumps(result), error=result.get("error")))
+        return r.rowcount == 1
+
+    def retry(self, statuses: list[Status]) -> int:
+        """Put the trials that finished with one of ``statuses`` back to pending (their attempt count kept)."""
+        with self.engine.begin() as c:
+            r = c.execute(sa.update(trials).where(trials.c.status.in_([s.value for s in statuses])).values(
+                status=Status.PENDING.value, owner=None, result=None, error=None))
+        return r.rowcount
+
     def reclaim(self, lease_s: float = 300.0) -> int:
         """Return to pending the running trials whose worker is gone: a dead process on this host,
         or no heartbeat for ``lease_s`` seconds elsewhere."""

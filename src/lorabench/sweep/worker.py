@@ -6,13 +6,38 @@ import shutil
 import time
 import traceback
 from pathlib import Path
+from typing import Any
+
 import torch
 
 from ..config import validate
-from ..records import RunResult
+from ..files import atomic_write_json
+from ..records import RunResult, Status
 from .store import Store, owner_id
 
 BEAT_EVERY_S = 2.0
+
+
+def attempt_dir(sweep_dir: str | Path, key: str, attempt: int) -> Path:
+    """Where attempt ``attempt`` of trial ``key`` writes; it becomes ``trials/KEY`` only once it is recorded."""
+    return Path(sweep_dir) / "trials" / f".{key}.attempt-{attempt}"
+
+
+def publish(store: Store, key: str, owner: str, folder: Path, final: Path, status: Status,
+            result: dict[str, Any] | None, error: str | None) -> bool:
+    """Record an attempt's outcome only if the store still says ``owner`` runs the trial (the fence: a worker that
+    stalled past its lease and lost the trial to another records nothing), then move its folder into place."""
+    if result is not None:
+        result["run_dir"] = str(final)
+        if (folder / "result.json").is_file():
+            atomic_write_json(folder / "result.json", result)
+    if not store.finish(key, owner, status, result, error):
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+    if folder.is_dir():
+        shutil.rmtree(final, ignore_errors=True)  # what a killed earlier attempt left; never a finished run
+        folder.rename(final)
+    return True
 
 
 def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | None = None) -> list[str]:
@@ -33,9 +58,9 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
         if not mine:
             return ["skipped"] * len(keys)
         rows = {r["key"]: r for r in store.rows() if r["key"] in mine}
-        dirs: list[str | Path] = [Path(sweep_dir) / "trials" / k for k in mine]
+        dirs = [attempt_dir(sweep_dir, k, rows[k]["attempts"]) for k in mine]
         for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)  # a half-written folder from a killed attempt
+            shutil.rmtree(d, ignore_errors=True)
         last = [0.0]
 
         def beat(step: int) -> None:
@@ -47,12 +72,12 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
         results: list[RunResult | None] = [None] * len(mine)
         try:
             cfgs = [validate(rows[k]["config"], f"trial {k}") for k in mine]
-            results = list(run_group(cfgs, dirs, progress=False, log=lambda m: None, on_step=beat))
+            results = list(run_group(cfgs, list(dirs), progress=False, log=lambda m: None, on_step=beat))
             outcome = [(r["status"], r["error"]) for r in results if r is not None]
         except Exception as e:  # preparing the group failed: every trial of it is a result with the cause
             outcome = [(status_of(e), traceback.format_exc())] * len(mine)
-        for k, result, (status, error) in zip(mine, results, outcome, strict=True):
-            store.finish(k, owner, status, dict(result) if result else None, error)
+        for k, d, result, (status, error) in zip(mine, dirs, results, outcome, strict=True):
+            publish(store, k, owner, d, Path(sweep_dir) / "trials" / k, status, dict(result) if result else None, error)
         done = dict(zip(mine, (s for s, _ in outcome)))
         return [done.get(k, "skipped") for k in keys]
     finally:
