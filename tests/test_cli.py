@@ -113,3 +113,19 @@ def test_light_commands_do_not_import_torch(tmp_path, glue_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_store_and_folder_errors_are_one_line(tmp_path, glue_dir):
+    """A damaged sweep.db, a bad or unreachable store URL (its password masked) and an unwritable run folder each end
+    with one line and exit status 2; nothing is loaded or written first."""
+    (tmp_path / "S").mkdir()
+    (tmp_path / "S" / "sweep.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)  # truncated
+    for args, says in ((["best", str(tmp_path / "S")], "sweep.db: cannot be opened"),
+                       (["status", str(tmp_path / "S")], "sweep.db: cannot be opened"),
+                       (["best", str(tmp_path), "--store", "postgresql://me:s3cret@127.0.0.1:9/db"], "***"),
+                       (["best", str(tmp_path), "--store", "nonsense://x"], "store nonsense://x: cannot be opened"),
+                       (["train", "configs/tiny-llama.yaml", "-o", "/proc/lorabench-run", "--set",
+                         f"data.dir={glue_dir}"], "-o: /proc/lorabench-run: cannot write there")):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and says in r.output and "s3cret" not in r.output, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, r.output

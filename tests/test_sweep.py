@@ -20,10 +20,11 @@ from lorabench.sweep.strategies import adaptive
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_sweep(tmp_path: Path, glue_dir: Path, space: dict, **base_set) -> Path:
+def write_sweep(tmp_path: Path, glue_dir: Path | None, space: dict, **base_set) -> Path:
+    """A sweep over the tiny Llama; ``glue_dir`` None: the data folder comes from $LORABENCH_DATA_DIR."""
     cfg = {"base": str(ROOT / "configs/tiny-llama.yaml"),
            "set": {"steps": 4, "eval_every": 4, "save_adapter": False,
-                   "data": {"dir": str(glue_dir), "n_train": 200, "n_eval": 32}, **base_set},
+                   "data": {"dir": str(glue_dir) if glue_dir else None, "n_train": 200, "n_eval": 32}, **base_set},
            "space": space}
     p = tmp_path / "sweep.yaml"
     p.write_text(yaml.safe_dump(cfg))
@@ -235,7 +236,9 @@ def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir
 
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3]}, steps=1, eval_every=1))
     assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}
-    store = open_store(tmp_path / "S")
+    from lorabench.sweep.store import Store, default_url
+
+    store = Store(default_url(tmp_path / "S"))  # writable, as a sweep opens it
     assert store.get_meta("schema_version") == SCHEMA_VERSION
     assert store.rows()[0]["result"]["schema_version"] == SCHEMA_VERSION
     assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}  # same version: resumes
@@ -371,3 +374,56 @@ def test_a_stalled_worker_cannot_overwrite_the_attempt_that_replaced_it(tmp_path
     assert not publish(store, "k", "hostA:1", attempt_dir(tmp_path, "k", 1), final, Status.OK, {"by": "A"}, None)
     assert json.loads((final / "result.json").read_text())["by"] == "B"
     assert store.rows()[0]["result"]["by"] == "B" and not attempt_dir(tmp_path, "k", 1).exists()
+
+
+@pytest.mark.slow
+def test_resuming_with_other_data_is_refused(tmp_path, monkeypatch):
+    """The data's identity (the files' sha256) is part of what a resume checks, wherever the folder is named."""
+    from lorabench.errors import ConfigError
+
+    from .conftest import write_glue
+
+    first, second = write_glue(tmp_path / "A"), write_glue(tmp_path / "B", n_train=300)
+    s = load_sweep(write_sweep(tmp_path, None, {"methods": ["lora"], "lr": [1e-3]}))  # data from the environment
+    monkeypatch.setenv("LORABENCH_DATA_DIR", str(first))
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}
+    monkeypatch.setenv("LORABENCH_DATA_DIR", str(second))
+    with pytest.raises(ConfigError, match="trained on other data"):
+        run_sweep(s, tmp_path / "S", progress=False)
+    monkeypatch.setenv("LORABENCH_DATA_DIR", str(first))
+    assert run_sweep(s, tmp_path / "S", progress=False) == {"ok": 1}
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_at_once_on_a_fresh_store_both_succeed_and_run_each_trial_once(tmp_path, glue_dir):
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "init_b"], "lr": [1e-3, 1e-2]})
+    out = tmp_path / "S"
+    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q", "--fuse", "1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [pr.communicate(timeout=600) for pr in procs]
+    assert [pr.returncode for pr in procs] == [0, 0], [e for _, e in outs]
+    rows = open_store(out).rows()
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["attempts"] == 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_recorded_with_its_signal_and_the_sweep_goes_on(tmp_path, glue_dir):
+    """SIGKILL of one worker (what the OOM killer does): that trial is recorded oom with the signal, the others run."""
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 3e-3, 1e-2]}, steps=150, eval_every=150)
+    out = tmp_path / "S"
+    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q", "--fuse", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.time() + 240
+    while killed is None and time.time() < deadline:
+        time.sleep(0.3)
+        if (out / "sweep.db").is_file():
+            running = [r for r in open_store(out).rows() if r["status"] == "running" and r["step"] > 0]
+            if running:
+                killed = running[0]
+                os.kill(int(killed["owner"].rpartition(":")[2]), signal.SIGKILL)
+    assert killed is not None, "no trial was seen running"
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    rows = {r["key"]: r for r in open_store(out).rows()}
+    assert rows[killed["key"]]["status"] == "oom" and "SIGKILL" in rows[killed["key"]]["error"]
+    assert sorted(r["status"] for k, r in rows.items() if k != killed["key"]) == ["ok", "ok"]

@@ -220,7 +220,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted; run the same command again to resume (finished trials are kept)", err=True)
         sys.exit(130)
 
 

@@ -31,7 +31,24 @@ def run(cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = T
     is a result: its status says so and the folder holds what was measured up to then.
     """
     out = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    check_writable(out)
     return run_group([cfg], [out], progress=progress, log=log, on_step=on_step)[0]
+
+
+def check_writable(out: Path) -> None:
+    """A ``ConfigError`` now, before data and model load, if the run folder could not be written."""
+    import tempfile
+
+    base = out.resolve()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(f"{base} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=base, prefix=".lorabench-probe-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"-o: {out}: cannot write there ({e.strerror or e})") from None
 
 
 def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bool = True,

@@ -8,24 +8,75 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import socket
+from multiprocessing.connection import wait
 
 from ..errors import ConfigError
+from ..records import Status
+from .store import Store
 from .worker import run_trials
 
 
-def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: int) -> list[list[str]]:
+def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: int) -> None:
     """Run ``tasks`` (each one trial, or a group to fuse) on this machine, ``workers`` at a time, with the
     CPU cores split between them.
 
-    Each task gets a fresh process: its peak memory is its own (on CPU, the process's peak RSS)
-    and nothing leaks from one task into the next.
+    Each task gets a fresh process: its peak memory is its own (on CPU, the process's peak RSS) and nothing
+    leaks from one task into the next. A worker that dies (the kernel's OOM killer sends SIGKILL) costs only its
+    own trials, recorded with the signal; another worker takes the next task. Ctrl-C stops at once: the running
+    trials go back to pending, and rerunning the command resumes.
     """
     threads = max(1, (os.cpu_count() or 1) // workers)
-    n = len(tasks)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
-        return list(pool.map(run_trials, [store_url] * n, [sweep_dir] * n, tasks, [threads] * n))
+    ctx = mp.get_context("spawn")
+    queue, running = list(tasks), {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                task = queue.pop(0)
+                proc = ctx.Process(target=run_trials, args=(store_url, sweep_dir, task, threads), daemon=False)
+                proc.start()
+                running[proc] = task
+            wait([p.sentinel for p in running])
+            for proc in [p for p in running if not p.is_alive()]:
+                task = running.pop(proc)
+                proc.join()
+                if proc.exitcode:
+                    worker_died(store_url, task, proc.pid, proc.exitcode)
+    except KeyboardInterrupt:
+        for proc, task in running.items():
+            proc.terminate()
+            proc.join()
+            release(store_url, task, proc.pid)
+        raise
+
+
+def _owner(pid: int | None) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
+def worker_died(store_url: str, keys: list[str], pid: int | None, exitcode: int) -> None:
+    """Record the trials a dead worker was running as ``oom`` (killed by SIGKILL) or ``failed``, with the cause."""
+    killed = exitcode < 0
+    name = signal.Signals(-exitcode).name if killed and -exitcode in signal.valid_signals() else str(exitcode)
+    why = (f"worker process {pid} was killed by {name} ({exitcode}) while running this trial"
+           + ("; SIGKILL is what the kernel's OOM killer sends" if exitcode == -signal.SIGKILL else "")
+           if killed else f"worker process {pid} exited with status {exitcode} while running this trial")
+    store = Store(store_url)
+    try:
+        for key in keys:
+            store.finish(key, _owner(pid), Status.OOM if exitcode == -signal.SIGKILL else Status.FAILED, None, why)
+    finally:
+        store.close()
+
+
+def release(store_url: str, keys: list[str], pid: int | None) -> None:
+    """Put an interrupted worker's trials back to pending."""
+    store = Store(store_url)
+    try:
+        store.release(keys, _owner(pid))
+    finally:
+        store.close()
 
 
 def run_ray(store_url: str, sweep_dir: str, tasks: list[list[str]], *, address: str | None, num_cpus: int,

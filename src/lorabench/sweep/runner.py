@@ -111,6 +111,22 @@ def trial_device(sweep: Sweep) -> torch.device:
     return torch.device("cuda" if on_gpu else "cpu")
 
 
+def data_identity(sweep: Sweep) -> dict[str, str] | None:
+    """The sha256 of the training and dev files the sweep's trials read (its data folder, resolved as a run
+    resolves it); None for hub data or a folder that is not there (its trials will say so)."""
+    from ..data import load_sst2
+    from ..errors import DataError
+
+    folder = validate(sweep.base, sweep.source).data.resolved_dir()
+    if folder is None:
+        return None
+    try:
+        train, dev = load_sst2(folder)
+    except DataError:
+        return None
+    return {"train": train.sha256, "dev": dev.sha256}
+
+
 def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
     """The store of ``out`` ready for ``sweep``: refused if it holds another sweep or another record schema;
     the sweep and its settings recorded; trials of dead workers back to pending."""
@@ -124,6 +140,14 @@ def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
                           f"(this one writes {SCHEMA_VERSION}); resume it with the lorabench that made it, "
                           "or use a new folder")
     store.set_meta("schema_version", SCHEMA_VERSION)
+    data, known = data_identity(sweep), store.get_meta("data")
+    if store.rows() and data and known and data != known:
+        changed = ", ".join(f"{k} sha256 {str(known.get(k))[:12]}… → {str(data.get(k))[:12]}…" for k in data
+                            if data.get(k) != known.get(k))
+        raise ConfigError(f"{out}: its trials were trained on other data ({changed}); point the data back "
+                          "(data.dir or LORABENCH_DATA_DIR) or use a new folder")
+    if data:
+        store.set_meta("data", data)
     store.set_meta("sweep", sweep.dump())
     store.set_meta("strategy", strategy)
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))

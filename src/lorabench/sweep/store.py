@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import ConfigError
 from ..records import FINISHED, Status, TrialRow
 from .space import TrialSpec
 
@@ -66,20 +67,65 @@ def _pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+RETRIES = 5  # a race lost to another process starting the same sweep is retried this many times
+
+
+def masked(url: str) -> str:
+    """``url`` with any password hidden, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
 class Store:
-    def __init__(self, url: str) -> None:
+    """The trial table of one sweep. ``read_only``: for status, best and report, which only read (an SQLite
+    store on a read-only file system still opens)."""
+
+    def __init__(self, url: str, read_only: bool = False) -> None:
         self.url = url
         sqlite = url.startswith("sqlite")
-        self.engine = sa.create_engine(url, connect_args={"timeout": 60} if sqlite else {}, future=True)
-        if sqlite:
-            with self.engine.begin() as c:
-                c.exec_driver_sql("PRAGMA journal_mode=WAL")
-        _meta.create_all(self.engine)
+        try:
+            if sqlite and read_only:
+                path = url.removeprefix("sqlite:///")
+                self.engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", future=True)
+                self.rows()  # fails now, not later, if it cannot be read
+            else:
+                self.engine = sa.create_engine(url, connect_args={"timeout": 60} if sqlite else {}, future=True)
+                self._create(sqlite)
+        except (sa.exc.ArgumentError, sa.exc.DBAPIError, ModuleNotFoundError) as e:
+            raise ConfigError(f"store {masked(url)}: cannot be opened ({str(e).splitlines()[0]}); check the URL, "
+                              "the server and its credentials (a damaged sweep.db: lorabench sweep --rebuild-store "
+                              "recovers it from the trial folders into a new one)") from None
+
+    def _create(self, sqlite: bool) -> None:
+        """Tables (and SQLite's WAL mode), idempotent when several processes start the same sweep at once."""
+        for attempt in range(RETRIES):
+            try:
+                if sqlite:
+                    with self.engine.begin() as c:
+                        c.exec_driver_sql("PRAGMA journal_mode=WAL")
+                _meta.create_all(self.engine)
+                return
+            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                if attempt == RETRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))  # the other process created them meanwhile, or held the lock
+
+    def _insert(self, table: sa.Table) -> Any:
+        """An INSERT that can skip or update on a key conflict (SQLite and PostgreSQL)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
 
     def set_meta(self, name: str, value: Any) -> None:
+        stmt = self._insert(meta).values(name=name, value=json.dumps(value))
         with self.engine.begin() as c:
-            c.execute(sa.delete(meta).where(meta.c.name == name))
-            c.execute(sa.insert(meta).values(name=name, value=json.dumps(value)))
+            c.execute(stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value}))
 
     def get_meta(self, name: str) -> Any:
         with self.engine.connect() as c:
@@ -87,16 +133,16 @@ class Store:
         return None if v is None else json.loads(v)
 
     def add(self, specs: list[TrialSpec]) -> int:
-        """Insert the trials not yet known; returns how many were new."""
+        """Insert the trials not yet known (a trial another process inserted meanwhile is skipped); returns how
+        many were new."""
+        if not specs:
+            return 0
+        rows = [{"key": s.key, "grp": s.group, "method": s.method, "lr": s.lr, "seed": s.seed,
+                 "axes": json.dumps(s.axes), "config": json.dumps(s.config), "status": Status.PENDING.value,
+                 "step": 0, "attempts": 0} for s in specs]
         with self.engine.begin() as c:
-            known = set(c.execute(sa.select(trials.c.key)).scalars())
-            new = [s for s in specs if s.key not in known]
-            if new:
-                c.execute(sa.insert(trials), [
-                    {"key": s.key, "grp": s.group, "method": s.method, "lr": s.lr, "seed": s.seed,
-                     "axes": json.dumps(s.axes), "config": json.dumps(s.config), "status": Status.PENDING.value,
-                     "step": 0, "attempts": 0} for s in new])
-        return len(new)
+            r = c.execute(self._insert(trials).on_conflict_do_nothing(index_elements=[trials.c.key]), rows)
+        return max(0, r.rowcount)
 
     def claim(self, key: str, owner: str) -> bool:
         now = time.time()
@@ -137,6 +183,13 @@ class Store:
             r = c.execute(sa.update(trials).where(trials.c.status.in_([s.value for s in statuses])).values(
                 status=Status.PENDING.value, owner=None, result=None, error=None))
         return r.rowcount
+
+    def release(self, keys: list[str], owner: str) -> None:
+        """``owner`` stopped running ``keys`` (interrupted): back to pending, to rerun."""
+        with self.engine.begin() as c:
+            c.execute(sa.update(trials).where(trials.c.key.in_(keys), trials.c.owner == owner,
+                                              trials.c.status == Status.RUNNING.value).values(
+                status=Status.PENDING.value, owner=None))
 
     def reclaim(self, lease_s: float = 300.0) -> int:
         """Return to pending the running trials whose worker is gone: a dead process on this host,

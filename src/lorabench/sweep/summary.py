@@ -20,7 +20,7 @@ def open_store(sweep_dir: str | Path, store_url: str | None = None) -> Store:
     sweep_dir = Path(sweep_dir)
     if store_url is None and not (sweep_dir / "sweep.db").is_file():
         raise ConfigError(f"{sweep_dir}: no sweep here (sweep.db not found)")
-    return Store(store_url or default_url(sweep_dir))
+    return Store(store_url or default_url(sweep_dir), read_only=True)
 
 
 def status(store: Store) -> dict[str, Any]:
