@@ -66,7 +66,8 @@ def test_bad_data_exits_2_with_one_line_and_writes_nothing(tmp_path):
 
 def test_bad_key_exits_2(glue_dir, tmp_path):
     r = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(tmp_path / "r"), "--set", "rank=100",
-                            "--set", f"data.dir={glue_dir}"])
+                            "--set", f"data.dir={glue_dir}", "--set", "data.n_train=400",
+                            "--set", "data.n_eval=null"])
     assert r.exit_code == 2 and "rank: 100 exceeds the dimension 32" in r.output
     assert not (tmp_path / "r").exists()
 
@@ -89,7 +90,8 @@ def test_methods_and_version():
 def test_train_cli_end_to_end(glue_dir, tmp_path):
     out = tmp_path / "run"
     r = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(out), "-q", "--set", f"data.dir={glue_dir}",
-                            "--set", "steps=4", "--set", "eval_every=2"])
+                            "--set", "steps=4", "--set", "eval_every=2", "--set", "data.n_train=400",
+                            "--set", "data.n_eval=null"])
     assert r.exit_code == 0, r.output
     assert "status            ok" in r.output and (out / "result.json").is_file()
     again = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(out), "--set", f"data.dir={glue_dir}"])
@@ -129,3 +131,66 @@ def test_store_and_folder_errors_are_one_line(tmp_path, glue_dir):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and says in r.output and "s3cret" not in r.output, (args, r.output)
         assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_the_recorded_config_is_what_runs(glue_dir, tmp_path):
+    """bf16 autocast on a CPU, more dev rows than the file has, and a doubled label column are refused with one line
+    instead of running something other than what the record would say."""
+    import shutil
+
+    dup = tmp_path / "dup"
+    shutil.copytree(glue_dir, dup)
+    body = (dup / "train.tsv").read_text().splitlines()
+    (dup / "train.tsv").write_text("\n".join(["sentence\tlabel\tlabel"] + [f"{x}\t1" for x in body[1:]]) + "\n")
+    bom = tmp_path / "bom"
+    shutil.copytree(glue_dir, bom)
+    (bom / "dev.tsv").write_bytes(b"\xef\xbb\xbf" + (bom / "dev.tsv").read_bytes())
+    base = ["train", "configs/tiny-llama.yaml", "-q", "--set", "data.n_train=400", "--set", "steps=1",
+            "--set", "device=cpu", "--set", "data.n_eval=null", "--set", "save_adapter=false"]
+    for sets, says in ((["bf16=true"], "bf16: bf16 autocast needs a CUDA device"),
+                       (["data.n_eval=5000"], "data.n_eval: 5000 exceeds the 64 rows of"),
+                       ([f"data.dir={dup}"], "train.tsv:1: column 'label' appears 2 times")):
+        out = tmp_path / "r"
+        r = runner.invoke(app, [*base, "-o", str(out), "--set", f"data.dir={glue_dir}",
+                                *[a for s in sets for a in ("--set", s)]])
+        assert r.exit_code == 2 and says in r.output and not out.exists(), (sets, r.output)
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "b"), "--set", f"data.dir={bom}"])  # a byte-order mark is read
+    assert r.exit_code == 0, r.output
+
+
+def test_store_url_from_the_environment_and_stale_temporary_files_are_removed(tmp_path, glue_dir, monkeypatch):
+    from lorabench.sweep.store import Store, default_url
+
+    (tmp_path / "S").mkdir()
+    Store(default_url(tmp_path / "S")).close()
+    monkeypatch.setenv("LORABENCH_STORE", default_url(tmp_path / "S"))
+    r = runner.invoke(app, ["status", str(tmp_path / "elsewhere")])  # no sweep.db there: the URL is the env's
+    assert r.exit_code == 0 and "0 trials" in r.output, r.output
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".result.json.abc.tmp").write_text("half")
+    (out / ".adapter.tmp").mkdir()
+    r = runner.invoke(app, ["train", "configs/tiny-llama.yaml", "-o", str(out), "-q", "--set", f"data.dir={glue_dir}",
+                            "--set", "steps=2", "--set", "data.n_train=400", "--set", "data.n_eval=null"])
+    assert r.exit_code == 0, r.output
+    assert not list(out.glob(".*.tmp")) and not (out / ".adapter.tmp").exists() and (out / "adapter").is_dir()
+
+
+def test_best_status_and_report_work_on_a_read_only_file_system(tmp_path):
+    """A finished sweep on a read-only mount (here a read-only bind mount, which needs root) is read without a write."""
+    import subprocess
+
+    from .test_sweep import _store_with
+
+    _store_with(tmp_path, [("lora", 1e-3, 0, "ok", 0.8), ("lora", 1e-2, 0, "ok", 0.7)]).close()
+    mounted = subprocess.run(f"mount --bind {tmp_path} {tmp_path} && mount -o remount,ro,bind {tmp_path}",
+                             shell=True, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr.strip()}")
+    try:
+        for args in (["best", str(tmp_path / "S")], ["status", str(tmp_path / "S")]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 0, (args, r.output)
+        assert "0.001" in runner.invoke(app, ["best", str(tmp_path / "S")]).output
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path)], check=True)  # lazily: pooled store connections may be open

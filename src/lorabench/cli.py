@@ -86,7 +86,9 @@ def sweep(
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     strategy: Annotated[str | None, typer.Option("--strategy", help="grid or adaptive (default: the config's).")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local instance).")] = None,
-    store: Annotated[str | None, typer.Option("--store", help="Store URL (default: sqlite in the sweep folder), "
+    store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
+                                              help="Store URL (default: sqlite in the sweep folder; also "
+                                                   "$LORABENCH_STORE, which ps does not show), "
                                                  "e.g. postgresql://host/db to share a sweep between machines.")] = None,
     fuse: Annotated[str, typer.Option("--fuse", help="Train up to K compatible trials (same config but lr, seed "
                                       "and method options) in one fused forward/backward: an integer "
@@ -115,7 +117,8 @@ def sweep(
 @one_line_errors
 def status(
     sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
-    store: Annotated[str | None, typer.Option("--store", help="Store URL if not the folder's sqlite.")] = None,
+    store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
+                                              help="Store URL if not the folder's sqlite (also $LORABENCH_STORE).")] = None,
 ) -> None:
     """Counts by status, the running trials and an ETA."""
     from .sweep.summary import format_status, open_store, status as sweep_status
@@ -128,7 +131,8 @@ def status(
 def best(
     sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    store: Annotated[str | None, typer.Option("--store", help="Store URL if not the folder's sqlite.")] = None,
+    store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
+                                              help="Store URL if not the folder's sqlite (also $LORABENCH_STORE).")] = None,
 ) -> None:
     """Per method: best learning rate, accuracy and macro-F1 (mean ± std over seeds), cost, and the spread."""
     import json
@@ -145,7 +149,8 @@ def report(
     sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
     out: Annotated[Path | None, typer.Option("-o", "--out",
                                                 help="Report folder (default: SWEEP_DIR/report).")] = None,
-    store: Annotated[str | None, typer.Option("--store", help="Store URL if not the folder's sqlite.")] = None,
+    store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
+                                              help="Store URL if not the folder's sqlite (also $LORABENCH_STORE).")] = None,
     zoom_steps: Annotated[int | None, typer.Option("--zoom-steps", min=1, help="Steps shown by the zoomed "
                                                       "training-curve figure (default: the first quarter).")] = None,
 ) -> None:

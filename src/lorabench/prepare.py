@@ -45,6 +45,10 @@ def pick_device(name: str) -> torch.device:
 
 def load_data(cfg: RunConfig) -> tuple[list[D.Example], list[D.Example], dict[str, dict[str, str]]]:
     train_split, dev_split = D.load_sst2(cfg.data.resolved_dir())
+    for key, n, split in (("n_train", cfg.data.n_train, train_split), ("n_eval", cfg.data.n_eval, dev_split)):
+        if n is not None and n > len(split.examples):
+            raise ConfigError(f"data.{key}: {n} exceeds the {len(split.examples)} rows of {split.source} "
+                              f"(set it to at most {len(split.examples)}, or null for all)")
     train = D.subset(train_split.examples, cfg.data.n_train, cfg.data.subset_seed)
     dev = list(dev_split.examples[: cfg.data.n_eval] if cfg.data.n_eval else dev_split.examples)
     files = {"train": {"source": train_split.source, "sha256": train_split.sha256},
@@ -80,6 +84,9 @@ class TrainingBatches:
 def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepared:
     """``attn_implementation`` (e.g. ``"eager"``) overrides the model's attention kernel."""
     device = pick_device(cfg.device)
+    if cfg.bf16 and device.type != "cuda":
+        raise ConfigError(f"bf16: bf16 autocast needs a CUDA device; this run would be on {device.type} in float32 "
+                          "(set bf16: false, or model.dtype: bfloat16 for bf16 weights)")
     check_trackers(cfg.report_to)
     train_ex, dev_ex, files = load_data(cfg)
     if len(train_ex) < cfg.batch_size * cfg.grad_accum:

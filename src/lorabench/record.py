@@ -25,6 +25,9 @@ class RunRecord:
         if (self.dir / "result.json").exists():
             raise ConfigError(f"{self.dir}: already holds a finished run (result.json); choose another -o")
         self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.dir / ".adapter.tmp", ignore_errors=True)  # what a killed write left behind
+        for stale in self.dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         (self.dir / "metrics.jsonl").unlink(missing_ok=True)
         atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         self.trackers: list[Tracker] = []

@@ -36,8 +36,12 @@ def run(cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = T
 
 
 def check_writable(out: Path) -> None:
-    """A ``ConfigError`` now, before data and model load, if the run folder could not be written."""
+    """A ``ConfigError`` now, before data and model load, if the run folder could not be written (or already holds a
+    finished run)."""
     import tempfile
+
+    if (out / "result.json").exists():
+        raise ConfigError(f"{out}: already holds a finished run (result.json); choose another -o")
 
     base = out.resolve()
     while not base.exists() and base != base.parent:

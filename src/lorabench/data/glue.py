@@ -48,6 +48,7 @@ def read_tsv(path: str | Path) -> Split:
 def _read_tsv(name: str, mtime_ns: int, size: int) -> Split:
     path = Path(name)
     raw = path.read_bytes()
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as some editors write
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -64,6 +65,9 @@ def _read_tsv(name: str, mtime_ns: int, size: int) -> Split:
     missing = [c for c in ("sentence", "label") if c not in header]
     if missing:
         raise DataError(f"{path}:1: header lacks column {missing[0]!r} (found {header})")
+    twice = [c for c in ("sentence", "label") if header.count(c) > 1]
+    if twice:
+        raise DataError(f"{path}:1: column {twice[0]!r} appears {header.count(twice[0])} times in the header")
     si, li = header.index("sentence"), header.index("label")
     examples = []
     for i in range(1, len(lines)):

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 from multiprocessing.connection import wait
+from typing import Any
 
 from ..errors import ConfigError
 from ..records import Status
@@ -29,7 +30,8 @@ def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: i
     """
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
-    queue, running = list(tasks), {}
+    queue: list[list[str]] = list(tasks)
+    running: dict[Any, list[str]] = {}  # worker process → its task
     try:
         while queue or running:
             while queue and len(running) < workers:

@@ -87,9 +87,7 @@ class Store:
         sqlite = url.startswith("sqlite")
         try:
             if sqlite and read_only:
-                path = url.removeprefix("sqlite:///")
-                self.engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", future=True)
-                self.rows()  # fails now, not later, if it cannot be read
+                self.engine = self._read_only(url.removeprefix("sqlite:///"))
             else:
                 self.engine = sa.create_engine(url, connect_args={"timeout": 60} if sqlite else {}, future=True)
                 self._create(sqlite)
@@ -97,6 +95,21 @@ class Store:
             raise ConfigError(f"store {masked(url)}: cannot be opened ({str(e).splitlines()[0]}); check the URL, "
                               "the server and its credentials (a damaged sweep.db: lorabench sweep --rebuild-store "
                               "recovers it from the trial folders into a new one)") from None
+
+    def _read_only(self, path: str) -> sa.Engine:
+        """An SQLite engine that never writes; on a read-only file system (where WAL mode cannot create its shared
+        memory file) the database is opened as immutable, which is safe there: nothing can write it."""
+        for query in ("mode=ro", "immutable=1"):
+            engine = sa.create_engine(f"sqlite:///file:{path}?{query}&uri=true", future=True)
+            try:
+                with engine.connect() as c:
+                    c.execute(sa.select(trials.c.key).limit(1)).all()
+                return engine
+            except sa.exc.OperationalError:
+                engine.dispose()
+                if query == "immutable=1" or not Path(path).is_file():
+                    raise
+        raise AssertionError("unreachable")
 
     def _create(self, sqlite: bool) -> None:
         """Tables (and SQLite's WAL mode), idempotent when several processes start the same sweep at once."""

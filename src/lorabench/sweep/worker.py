@@ -59,8 +59,9 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
             return ["skipped"] * len(keys)
         rows = {r["key"]: r for r in store.rows() if r["key"] in mine}
         dirs = [attempt_dir(sweep_dir, k, rows[k]["attempts"]) for k in mine]
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+        for k in mine:  # folders of earlier attempts that were killed before they were recorded
+            for stale in (Path(sweep_dir) / "trials").glob(f".{k}.attempt-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         last = [0.0]
 
         def beat(step: int) -> None:
