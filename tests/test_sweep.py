@@ -427,3 +427,24 @@ def test_a_killed_worker_is_recorded_with_its_signal_and_the_sweep_goes_on(tmp_p
     rows = {r["key"]: r for r in open_store(out).rows()}
     assert rows[killed["key"]]["status"] == "oom" and "SIGKILL" in rows[killed["key"]]["error"]
     assert sorted(r["status"] for k, r in rows.items() if k != killed["key"]) == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_once_and_the_interrupted_trial_reruns(tmp_path, glue_dir):
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 3e-3, 1e-2]}, steps=300, eval_every=300)
+    out = tmp_path / "S"
+    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q", "--fuse", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if (out / "sweep.db").is_file() and any(r["status"] == "running" and r["step"] > 0
+                                                for r in open_store(out).rows()):
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err, err
+    rows = open_store(out).rows()
+    assert not any(r["status"] == "running" for r in rows)  # the interrupted trial is pending again
+    assert sum(r["status"] == "pending" for r in rows) >= 2 and sum(r["attempts"] for r in rows) == 1  # nothing else started
+    assert run_sweep(load_sweep(p), out, progress=False) == {"ok": 3}

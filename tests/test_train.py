@@ -114,3 +114,20 @@ def test_micro_batch_is_a_memory_knob(glue_dir, tiny_bert_dir, head):
     whole, split = grads([idx]), grads([[i] for i in idx])
     assert whole.abs().max() > 0
     torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-4)
+
+
+def test_a_failed_artefact_write_keeps_the_trained_run(glue_dir, tmp_path, monkeypatch):
+    """A full disk while the adapter is written costs the adapter, not the run: status ok, metrics kept, the failure
+    recorded; result.json is still written (in a sweep the store keeps the result even if it is not)."""
+    from lorabench.record import RunRecord
+
+    def full_disk(self, save):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RunRecord, "adapter", full_disk)
+    result = run(lm_config(glue_dir, "steps=4", "save_adapter=true"), tmp_path / "r", progress=False,
+                 log=lambda m: None)
+    assert result["status"] == "ok" and result["final"] is not None
+    assert result["artefact_errors"] == ["adapter: [Errno 28] No space left on device"]
+    on_disk = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert on_disk["status"] == "ok" and on_disk["artefact_errors"] == result["artefact_errors"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,7 +23,8 @@ def _fail(msg: str) -> None:
 
 
 def one_line_errors(fn: F) -> F:
-    """Bad input (``LorabenchError``) and file-system errors end the command with one line and exit status 2."""
+    """Bad input (``LorabenchError``) and file-system errors end the command with one line and exit status 2;
+    Ctrl-C with one line saying how to resume, and status 130."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -36,6 +36,9 @@ def one_line_errors(fn: F) -> F:
             _fail(str(e))
         except OSError as e:
             _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        except KeyboardInterrupt:
+            typer.echo("interrupted; run the same command again to resume (finished trials are kept)", err=True)
+            raise typer.Exit(130) from None
 
     return run  # type: ignore[return-value]
 
@@ -222,11 +225,7 @@ def list_methods(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("interrupted; run the same command again to resume (finished trials are kept)", err=True)
-        sys.exit(130)
+    app()
 
 
 if __name__ == "__main__":
