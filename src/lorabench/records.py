@@ -80,29 +80,12 @@ class LaneResult(TypedDict):
     artefact_errors: list[str]  # writes that failed (predictions, adapter, result.json); the run itself stands
 
 
-class RunResult(TypedDict):
-    """``result.json``: the loop's measurements, the resolved config, the data's labels and provenance."""
+class RunResult(LaneResult):
+    """``result.json``: the loop's measurements, the resolved config, the data's labels and provenance (written in
+    the key order of :func:`run_result`)."""
 
     schema_version: int
-    status: Status
-    method: str
     config: dict[str, Any]
-    steps_done: int
-    final: Metrics | None
-    best: BestMetrics
-    train_seconds: float
-    samples_per_second: float | None
-    eval_seconds: float
-    eval_samples_per_second: float | None
-    peak_memory_mb: float | None
-    memory_kind: str
-    fused: int
-    trainable_params: int
-    tokens_seen: int
-    one_class: bool
-    train_loss_last: float | None
-    error: str | None
-    artefact_errors: list[str]
     label_counts: dict[str, dict[int, int]]
     provenance: dict[str, Any]
     run_dir: str
