@@ -60,6 +60,7 @@ from .config import RunConfig
 from .errors import ConfigError, config_error
 from .measure import free_memory, used_memory
 from .prepare import Prepared, prepare
+from .records import HessianBlock, HessianResult
 from .losses import loss_sum, loss_tokens
 
 DENSE_MAX = 20  # blocks this small get the exact dense eigenvalues (n HVPs, no more than one Lanczos cycle)
@@ -352,7 +353,7 @@ def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tu
 
 
 def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
-                     log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                     log: Callable[[str], None] = lambda _: None) -> HessianResult:
     """Measure λ_max and λ_min of each selected block of ``p.model`` (as ``prepare`` left it)."""
     start = time.perf_counter()
     model = p.model
@@ -367,12 +368,12 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
     samples = sum(len(b["labels"]) for b in batches)
     log(f"{p.cfg.method}: loss {loss:.4f} at init on {samples} examples ({objective.terms} loss terms), "
         f"{len(blocks)} block(s)")
-    out = []
+    out: list[HessianBlock] = []
     for block in blocks:
         t0 = time.perf_counter()
         op = BlockOperator(objective, block)
         hi, lo = lanczos(op, tol=hcfg.tol, maxiter=hcfg.maxiter, seed=p.cfg.seed)
-        row = {"block": block.name, "path": block.path, "layer": block.layer, "module": block.module,
+        row: HessianBlock = {"block": block.name, "path": block.path, "layer": block.layer, "module": block.module,
                "params": block.size, "parameters": [n.removeprefix("base_model.model.") for n, _ in block.params],
                "lambda_max": hi["lambda"], "lambda_min": lo["lambda"], "max": hi, "min": lo,
                "hvps": op.calls, "graphs_cached": objective.cached, "seconds": time.perf_counter() - t0}
@@ -389,7 +390,7 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
 
 
 def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *,
-            log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+            log: Callable[[str], None] = lambda _: None) -> HessianResult:
     """Prepare ``cfg`` as a run does (eager attention, no checkpointing, no trackers) and measure its Hessian.
 
     Returns a dict: ``lambda_max`` / ``lambda_min`` (the whole adapter's, else the first block's:
@@ -407,7 +408,7 @@ def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *,
     return result
 
 
-def format_result(result: dict[str, Any], out: Any) -> str:
+def format_result(result: HessianResult, out: Any) -> str:
     """The command line's table of a measurement: one line per block, then the totals."""
     w = max(len(b["block"]) for b in result["blocks"])
     lines = []

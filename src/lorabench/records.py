@@ -171,15 +171,16 @@ class HessianBlock(TypedDict):
     parameters: list[str]
     lambda_max: float
     lambda_min: float
-    hvps: int
-    max: dict[str, Any]
+    max: dict[str, Any]  # the Lanczos record of each end: converged, hvps, residual, history
     min: dict[str, Any]
+    hvps: int
+    graphs_cached: bool
+    seconds: float
 
 
 class HessianResult(TypedDict):
     """``lorabench hessian``'s result: λ_max / λ_min of the summary block, and every block's."""
 
-    schema_version: int
     method: str
     lambda_max: float
     lambda_min: float
@@ -190,6 +191,8 @@ class HessianResult(TypedDict):
     blocks: list[HessianBlock]
     hvps: int
     seconds: float
+    device: str
+    dtype: str
+    hessian: dict[str, Any]  # the HessianConfig used
     config: dict[str, Any]
-    hessian_config: dict[str, Any]
-    provenance: dict[str, Any]
+    data_files: dict[str, dict[str, str]]

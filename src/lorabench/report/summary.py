@@ -17,9 +17,6 @@ def pts(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-lr = fmt_value
-
-
 def ratio(x: float) -> str:
     return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
 
@@ -45,7 +42,7 @@ def _peaks(best: list[dict[str, Any]]) -> list[str]:
     top = best[0]
     if len(best) == 1:
         return [f"{group_label(top['group'])} peaks at {pts(top['accuracy']['mean'])}% accuracy "
-                f"(macro-F1 {pts(top['macro_f1']['mean'])}%) at learning rate {lr(top['best_lr'])}."]
+                f"(macro-F1 {pts(top['macro_f1']['mean'])}%) at learning rate {fmt_value(top['best_lr'])}."]
     low = best[-1]
     spread = top["accuracy"]["mean"] - low["accuracy"]["mean"]
     tied = [t["method"] for t in best if t["accuracy"]["mean"] == top["accuracy"]["mean"]]
@@ -54,8 +51,8 @@ def _peaks(best: list[dict[str, Any]]) -> list[str]:
                 f"accuracy, so the methods' peaks span {pts(spread)} accuracy points.")
     else:
         lead = ((f"{names(tied)} tie for the highest peak" if len(tied) > 1 else f"{top['method']} peaks highest")
-                + f": {pts(top['accuracy']['mean'])}% dev accuracy at learning rate {lr(top['best_lr'])}; the lowest "
-                f"peak is {low['method']}'s, {pts(low['accuracy']['mean'])}% at {lr(low['best_lr'])}, so the methods' "
+                + f": {pts(top['accuracy']['mean'])}% dev accuracy at learning rate {fmt_value(top['best_lr'])}; the lowest "
+                f"peak is {low['method']}'s, {pts(low['accuracy']['mean'])}% at {fmt_value(low['best_lr'])}, so the methods' "
                 f"peaks span {pts(spread)} accuracy points.")
     out = [lead,
            "Peak accuracy by method: " + ", ".join(f"{t['method']} {pts(t['accuracy']['mean'])}" for t in best)
@@ -96,11 +93,11 @@ def _rates(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
     for group, word in ((smaller, "smaller"), (larger, "larger")):
         for q, ms in sorted(group.items(), key=lambda kv: float(kv[0])):
             parts.append(f"{names(ms)} peak{'s' if len(ms) == 1 else ''} at a {word} rate, ×{q} "
-                         f"({lr(by_m[ms[0]]['best_lr'])})")
+                         f"({fmt_value(by_m[ms[0]]['best_lr'])})")
     if same:
         parts.append(f"{names(same)} at the same rate")
     if parts:
-        out.append(f"Relative to {ref}'s best learning rate ({lr(r0)}): " + "; ".join(parts) + ".")
+        out.append(f"Relative to {ref}'s best learning rate ({fmt_value(r0)}): " + "; ".join(parts) + ".")
     return out + _edges(data, best)
 
 
@@ -136,7 +133,7 @@ def _failures(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
             continue
         at = by_status[status]
         n = sum(len(v) for v in at.values())
-        where = "; ".join(f"at {lr(x)} ({names(sorted(set(ms), key=data.methods.index))})"
+        where = "; ".join(f"at {fmt_value(x)} ({names(sorted(set(ms), key=data.methods.index))})"
                           for x, ms in sorted(at.items()))
         parts.append(f"{n} {status} {where}")
     out.append(f"Of {len(data.finished)} finished trials, " + "; ".join(parts) + ".")
@@ -224,8 +221,8 @@ def _rate_grid(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
         for r in rows:
             cells[(r["lr"], r["axes"][axis])].append(final(r))  # type: ignore[arg-type]
         (a, b), accs = max(cells.items(), key=lambda kv: mean(kv[1]))
-        out.append(f"{t['method']} ran a grid of lr × {axis} ({len(cells)} pairs): its best pair is lr = {lr(a)}, "
-                   f"{axis} = {lr(b)} (ratio {b / a:.3g}) at {pts(mean(accs))}%.")
+        out.append(f"{t['method']} ran a grid of lr × {axis} ({len(cells)} pairs): its best pair is lr = {fmt_value(a)}, "
+                   f"{axis} = {fmt_value(b)} (ratio {b / a:.3g}) at {pts(mean(accs))}%.")
     return out
 
 

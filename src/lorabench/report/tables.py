@@ -46,9 +46,6 @@ def pm(ms: dict[str, float], seeds: int) -> str:
     return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if seeds > 1 else "")
 
 
-lr_str = fmt_value
-
-
 def statuses_str(st: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in st.items())
 
@@ -67,7 +64,7 @@ def comparison(data: SweepData) -> Table:
     for t in best:
         lam = lambda_max(t)
         cells = [t["method"]] + ([setting(t["group"]) or "–"] if has_setting else []) + [
-            lr_str(t["best_lr"]), pm(t["accuracy"], t["seeds"]), pm(t["macro_f1"], t["seeds"]), str(t["seeds"]),
+            fmt_value(t["best_lr"]), pm(t["accuracy"], t["seeds"]), pm(t["macro_f1"], t["seeds"]), str(t["seeds"]),
             f"{t['trainable_params']:,}" if t["trainable_params"] else "–",
             f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "–",
             f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "–"]
@@ -103,8 +100,8 @@ def hyperparameters(data: SweepData) -> Table:
     rows, raw = [], []
     for e in ex:
         lrs = e["lrs"]
-        lr_cell = (f"{lr_str(lrs[0])} … {lr_str(lrs[-1])} ({len(lrs)})" if len(lrs) > 2
-                   else ", ".join(map(lr_str, lrs)))
+        lr_cell = (f"{fmt_value(lrs[0])} … {fmt_value(lrs[-1])} ({len(lrs)})" if len(lrs) > 2
+                   else ", ".join(map(fmt_value, lrs)))
         ax_cells = [", ".join(fmt_value(v) for v in e["axes"][a]) if a in e["axes"] else "–" for a in axes]
         rows.append([e["method"], lr_cell, *ax_cells, ", ".join(map(str, e["seeds"])), data.strategy or "–",
                      str(e["trials"]), statuses_str(e["statuses"])])
@@ -128,7 +125,7 @@ def accuracy_by_lr(data: SweepData) -> Table:
     labels = [group_label(t["group"]) for t in groups]
     rows, raw, bold = [], [], set()
     for i, lr in enumerate(lrs):
-        cells = [lr_str(lr)]
+        cells = [fmt_value(lr)]
         rcells: list[float | None] = [lr]
         for j, t in enumerate(groups):
             p = pts[json.dumps(t["group"], sort_keys=True)].get(lr)

@@ -237,7 +237,9 @@ def _run_pending(sweep: Sweep, store: Store, out: Path, url: str, propose: Any, 
             done = {r["key"]: r for r in store.rows()}
             proposals = propose(sweep.trials, done)
             store.add(proposals)
-            adopt_finished(store, out, [p.key for p in proposals])
+            pending_keys = {r["key"] for r in store.rows() if r["status"] is Status.PENDING}
+            if adopt_finished(store, out, [p.key for p in proposals if p.key in pending_keys]):
+                continue  # finished folders were recorded: propose again from the fuller record
             rows = {r["key"]: r for r in store.rows()}
             pending = [rows[s.key] for s in proposals if rows[s.key]["status"] is Status.PENDING]
             if not pending:

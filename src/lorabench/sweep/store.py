@@ -99,17 +99,16 @@ class Store:
     def _read_only(self, path: str) -> sa.Engine:
         """An SQLite engine that never writes; on a read-only file system (where WAL mode cannot create its shared
         memory file) the database is opened as immutable, which is safe there: nothing can write it."""
-        for query in ("mode=ro", "immutable=1"):
-            engine = sa.create_engine(f"sqlite:///file:{path}?{query}&uri=true", future=True)
-            try:
-                with engine.connect() as c:
-                    c.execute(sa.select(trials.c.key).limit(1)).all()
-                return engine
-            except sa.exc.OperationalError:
-                engine.dispose()
-                if query == "immutable=1" or not Path(path).is_file():
-                    raise
-        raise AssertionError("unreachable")
+        engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", future=True)
+        try:
+            with engine.connect() as c:
+                c.execute(sa.select(trials.c.key).limit(1)).all()
+            return engine
+        except sa.exc.OperationalError:
+            engine.dispose()
+            if not Path(path).is_file():
+                raise
+        return sa.create_engine(f"sqlite:///file:{path}?immutable=1&uri=true", future=True)
 
     def _create(self, sqlite: bool) -> None:
         """Tables (and SQLite's WAL mode), idempotent when several processes start the same sweep at once."""
