@@ -16,6 +16,7 @@ NEG = ["awful", "boring", "terrible", "dull", "stupid", "ugly", "disappointing",
 FILL = ["the", "film", "movie", "story", "is", "a", "very", "acting", "plot", "and", "with", "this"]
 
 REAL_DATA = Path(os.environ.get("LORABENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/sst2")
+DATA_ROOT = Path(os.environ.get("LORABENCH_DATA_ROOT") or Path(__file__).resolve().parents[2] / "shared/data")
 
 
 def synthetic_rows(n: int, seed: int, varied: bool = False) -> list[tuple[str, int]]:
@@ -91,3 +92,10 @@ def require_real_data() -> Path:
     if not (REAL_DATA / "train.tsv").is_file():
         pytest.skip(f"real SST-2 files not found at {REAL_DATA} (set LORABENCH_DATA_DIR)")
     return REAL_DATA
+
+
+def require_data_root() -> Path:
+    """The shared data folder (math/, commonsense/ …), or a skip saying where it was looked for."""
+    if not (DATA_ROOT / "math" / "gsm8k_test.jsonl").is_file():
+        pytest.skip(f"shared evaluation data not found at {DATA_ROOT} (set LORABENCH_DATA_ROOT)")
+    return DATA_ROOT

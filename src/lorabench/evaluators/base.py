@@ -1,0 +1,53 @@
+"""What every evaluator provides: default fields, the gold answer of a row, the answer extracted from a
+generation, and whether the two agree."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class GoldError(ValueError):
+    """A row's gold answer cannot be parsed (``field`` names the row's field)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Evaluator:
+    """Scores generations for one evaluation set.
+
+    ``prompt_field`` and ``answer_field`` are the row fields read by default; ``max_new_tokens`` the study's
+    generation budget for the family. Subclasses set ``name`` and override :meth:`gold`, :meth:`extract`
+    and :meth:`correct`; their options (if any) are a pydantic ``Options`` model.
+    """
+
+    name: ClassVar[str]
+    prompt_field: ClassVar[str] = "instruction"
+    answer_field: ClassVar[str] = "output"
+    max_new_tokens: ClassVar[int] = 256
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, set_name: str, options: BaseModel) -> None:
+        self.set_name, self.options = set_name, options
+
+    def gold(self, row: dict[str, Any], field: str) -> str:
+        """The reference answer of ``row`` (read from ``field``), normalised for :meth:`correct`; raises
+        :class:`GoldError` if it cannot be parsed."""
+        value = row.get(field)
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or not str(value).strip():
+            raise GoldError(field, f"expected a non-empty answer, found {value!r}")
+        return str(value).strip()
+
+    def extract(self, text: str) -> str | None:
+        """The answer a generation states, or None if it states none."""
+        raise NotImplementedError
+
+    def correct(self, extracted: str | None, gold: str) -> bool:
+        return extracted is not None and extracted == gold
