@@ -3,7 +3,7 @@
 What it shares with lorabench, so that only the training machinery differs:
   * the base model and tokenizer, loaded by lorabench's own loader (``lorabench.models.load_model``)
     after the same ``torch.manual_seed(seed)``, so a new classifier head starts from the same weights;
-  * the training subset and dev rows (``lorabench.prepare.load_data``) and their token ids
+  * the training subset and dev rows (``lorabench.tasks.classification.load_data``) and their token ids
     (``lorabench.data.encode``: the sentence for ``cls``; the SST-2 prompt with its label for ``lm``
     training and without it for ``lm`` evaluation, over-long prompts shortened the same way);
   * the adapter: a plain ``peft.LoraConfig`` with the config's rank, alpha, dropout and targets
@@ -176,7 +176,7 @@ def build(cfg: Any, device: torch.device) -> Setup:
 
     from lorabench import data as D
     from lorabench.models import load_model
-    from lorabench.prepare import load_data
+    from lorabench.tasks.classification import load_data
 
     head = cfg.model.head
     train_rows, dev_rows, data_files = load_data(cfg)

@@ -13,6 +13,7 @@ from lorabench.fuse import Fused, fuse_key, share_frozen
 from lorabench.methods import get_method
 from lorabench.prepare import prepare
 from lorabench.runner import run_group
+from lorabench.train import logits_of
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,7 +98,7 @@ def test_plain_lora_layers_share_one_base_product(glue_dir, tiny_bert_dir):
     with torch.no_grad():
         want = torch.cat([p.model(**batch).logits for p in ps])
         with fused.routing():
-            got = fused.logits({k: v.repeat(2, 1) for k, v in batch.items()}, [3, 3], [0, 1])
+            got = logits_of(fused, {k: v.repeat(2, 1) for k, v in batch.items()}, [3, 3], [0, 1])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(want[:3], want[3:])
 

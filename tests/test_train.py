@@ -57,20 +57,23 @@ def test_cls_run_writes_consistent_records(glue_dir, tiny_bert_dir, tmp_path):
 def test_lm_head_scores_are_label_word_logits(glue_dir, tmp_path):
     """The lm head's prediction is the argmax over the label words' final-position logits."""
     from lorabench.evaluate import predict_many
+    from lorabench.tasks import Classification
 
     p = prepare(lm_config(glue_dir))
+    task = p.task
+    assert isinstance(task, Classification)
     p.model.eval()
     (preds,) = predict_many(lambda b, _: p.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                            1, p.dev, head="lm", pad_id=p.tokenizer.pad_token_id, batch_size=7, device=p.device,
-                            label_ids=p.label_ids)
+                            1, task.dev, head="lm", pad_id=p.tokenizer.pad_token_id, batch_size=7, device=task.device,
+                            label_ids=task.label_ids)
     i = 5
-    ids = torch.tensor([p.dev.input_ids[i]])
+    ids = torch.tensor([task.dev.input_ids[i]])
     with torch.no_grad():
         p.model.eval()
         last = p.model(input_ids=ids).logits[0, -1]
-    torch.testing.assert_close(torch.tensor(preds.scores[i]), last[p.label_ids], atol=1e-4, rtol=1e-4)
-    assert preds.preds[i] == int(last[p.label_ids].argmax())
-    assert preds.index == list(range(len(p.dev)))
+    torch.testing.assert_close(torch.tensor(preds.scores[i]), last[task.label_ids], atol=1e-4, rtol=1e-4)
+    assert preds.preds[i] == int(last[task.label_ids].argmax())
+    assert preds.index == list(range(len(task.dev)))
 
 
 def test_same_seed_same_metrics(glue_dir, tmp_path):

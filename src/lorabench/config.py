@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, config_error
+from .evaluators.registry import EVALUATORS, unknown_evaluator
 from .methods.registry import method_options, option_owner
 
 SST2_TEMPLATE = "Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n"
@@ -35,8 +36,11 @@ class ModelConfig(BaseModel):
         return self
 
 
-class DataConfig(BaseModel):
+class ClassificationData(BaseModel):
+    """A classification task (SST-2): predictions scored by accuracy and macro-F1."""
+
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["classification"] = "classification"
     task: Literal["sst2"] = "sst2"
     dir: str | None = Field(None, description="GLUE-format folder; else $LORABENCH_DATA_DIR; else the hub")
     n_train: PositiveInt | None = Field(20_000, description="training subset size (None: all)")
@@ -49,12 +53,96 @@ class DataConfig(BaseModel):
         return self.dir or os.environ.get("LORABENCH_DATA_DIR") or None
 
 
+class Source(BaseModel):
+    """Where rows come from: a local JSON / JSON-lines file or ``datasets.save_to_disk`` folder (``path``,
+    relative to ``data.dir``), or a hub dataset (``hub``, with ``subset``, ``data_dir`` and ``split``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, description="a .json/.jsonl file or a datasets folder, relative to data.dir")
+    hub: str | None = Field(None, description="a hub dataset id, e.g. fxmeng/pissa-dataset")
+    subset: str | None = Field(None, description="the hub dataset's configuration name")
+    data_dir: str | None = Field(None, description="a folder inside the hub dataset, e.g. metamath")
+    split: str = "train"
+    n: PositiveInt | None = Field(None, description="keep n rows: the first n, or a seeded sample (sample_seed)")
+    sample_seed: int | None = Field(None, description="None: the first n rows in file order; else a seeded sample")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Source:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path (a local file or folder) and hub (a hub dataset id)")
+        return self
+
+    def where(self) -> str:
+        return self.path if self.path is not None else f"hub:{self.hub}"
+
+
+class SftTrain(Source):
+    """Training rows: an instruction, an optional input and the response the loss is taken on."""
+
+    instruction: str = Field("instruction", description="the field holding the instruction (the prompt)")
+    input: str | None = Field(None, description="an optional field of extra context, appended to the prompt")
+    output: str = Field("output", description="the field holding the response")
+
+
+class EvalSet(Source):
+    """One evaluation set: its rows' prompts are generated from and scored by ``evaluator``."""
+
+    name: str = Field(description="the set's name in records and reports (for commonsense: the set, e.g. boolq)")
+    evaluator: str = Field(description="gsm8k, math or commonsense (lorabench evaluators)")
+    split: str = "test"
+    prompt_field: str | None = Field(None, description="the field holding the prompt (default: the evaluator's)")
+    input_field: str | None = None
+    answer_field: str | None = Field(None, description="the field holding the gold answer (default: the evaluator's)")
+    max_new_tokens: PositiveInt | None = Field(None, description="default: data.max_new_tokens, else the evaluator's")
+    options: dict[str, Any] = Field(default_factory=dict, description="the evaluator's options, e.g. strict: true")
+
+    @field_validator("evaluator")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in EVALUATORS:
+            raise ValueError(unknown_evaluator(v))
+        return v
+
+
+class SftData(BaseModel):
+    """Supervised fine-tuning on instruction/response pairs, evaluated by generating answers and scoring them.
+
+    The loss is the mean over response tokens (and the EOS appended to each response); prompt tokens have
+    label −100. Each example is cut to ``model.max_length`` tokens; one whose prompt fills the window gives no
+    loss (counted and recorded). The task's headline figure is the mean accuracy over ``eval``'s sets.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["sft"]
+    dir: str | None = Field(None, description="the folder relative paths start from; else $LORABENCH_DATA_ROOT")
+    train: SftTrain
+    eval: list[EvalSet] = Field(min_length=1)
+    template: str = Field("alpaca", description="'alpaca' (the study's), 'chat' (the tokenizer's) or a string "
+                                                "with {instruction} (and optionally {input})")
+    max_new_tokens: PositiveInt | None = Field(None, description="caps every set's generation budget")
+    stop: list[str] = Field(default_factory=list, description="generation stops at any of these strings")
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> SftData:
+        names = [s.name for s in self.eval]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"evaluation set names must differ; {twice[0]!r} appears twice")
+        return self
+
+    def root(self) -> Path:
+        return Path(self.dir or os.environ.get("LORABENCH_DATA_ROOT") or ".")
+
+
+TaskData = Annotated[ClassificationData | SftData, Field(discriminator="kind")]
+
+
 class RunConfig(BaseModel):
     """One training run. Unknown top-level keys must be options of ``method``."""
 
     model_config = ConfigDict(extra="allow")
     model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
+    data: TaskData = ClassificationData()
     method: str = "lora"
     rank: PositiveInt = 8
     alpha: float = Field(16.0, gt=0)
@@ -80,12 +168,26 @@ class RunConfig(BaseModel):
     save_adapter: bool = True
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = []
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_kind(cls, raw: Any) -> Any:
+        """``data.kind`` defaults to classification; an sft task defaults the model to its lm head."""
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+            data = {"kind": "classification", **raw["data"]}
+            raw = {**raw, "data": data}
+            model = raw.get("model")
+            if data["kind"] == "sft" and (model is None or isinstance(model, dict)):
+                raw["model"] = {"head": "lm", **(model or {})}
+        return raw
+
     @model_validator(mode="after")
     def _resolve_method_options(self) -> RunConfig:
         extras = dict(self.model_extra or {})
         for key in extras:
             if option_owner(key) is None:
                 raise ConfigError(f"{key}: unknown config key")
+        if isinstance(self.data, SftData) and self.model.head != "lm":
+            raise ConfigError("model.head: an sft task trains a causal LM; use head 'lm'")
         opts = method_options(self.method, extras)
         for key, value in opts.model_dump().items():
             setattr(self, key, value)

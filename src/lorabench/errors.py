@@ -24,11 +24,14 @@ class ModelError(LorabenchError):
     """A model cannot be loaded or does not fit the requested head."""
 
 
+TASK_KINDS = ("classification", "sft")  # the tags pydantic puts in the path of a data.kind union member
+
+
 def config_error(e: ValidationError, source: str = "", suffix: str = "") -> ConfigError:
     """A pydantic validation error as one line: ``source: key: what is wrong (got value)``."""
     err = e.errors()[0]
-    key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    key = ".".join(str(x) for x in err["loc"] if x not in TASK_KINDS) or "(top level)"
     extra = err["type"] == "extra_forbidden"
-    msg = "unknown config key" if extra else err["msg"]
+    msg = "unknown config key" if extra else err["msg"].removeprefix("Value error, ")
     got = "" if extra or "input" not in err else f" (got {err['input']!r})"
     return ConfigError(f"{source + ': ' if source else ''}{key}: {msg}{got}{suffix}")

@@ -21,8 +21,9 @@ method's options, since the runs share their forward (model, data, targets, rank
 of different seeds take their own batches (their own order) and each run's rows are padded to the
 widest of the step, which attention masks make exact.
 
-Evaluation: on CUDA the K runs' dev predictions come from one routed pass over the repeated batches; on a
-CPU, whose throughput does not grow with the batch, each run evaluates alone (measured faster there). Dropout draws from one random stream, so runs
+Evaluation: on CUDA the K runs' predictions (or generations, every decoding step routed the same way) come
+from one routed pass over the repeated batches; on a CPU, whose throughput does not grow with the batch, each
+run evaluates alone (measured faster there). Dropout draws from one random stream, so runs
 with ``dropout > 0`` or ``base_dropout`` do not fuse.
 """
 
@@ -40,10 +41,10 @@ from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
 
 from .config import RunConfig
-from .evaluate import Predictions
+from .generate import ModelCall
 from .methods import ADAPTER, Fusion, get_method
-
-Logits = Callable[[dict[str, torch.Tensor], list[int]], torch.Tensor]
+from .tasks import Evaluation
+from .tasks.base import Evaluate
 
 
 def fuse_key(cfg: RunConfig) -> str | None:
@@ -92,9 +93,9 @@ def _shares_base(peers: list[nn.Module]) -> bool:
     return all(m.get_base_layer().weight is base.weight and m.get_base_layer().bias is base.bias for m in layers)
 
 
-def _alone(model: nn.Module) -> Logits:
-    """``model``'s logits on a batch of its own rows only."""
-    return lambda b, _: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+def _alone(model: nn.Module) -> ModelCall:
+    """``model`` run on a batch of its own rows only."""
+    return lambda sizes, **kw: model(**kw)
 
 
 class Fused:
@@ -144,17 +145,17 @@ class Fused:
 
         return forward
 
-    def logits(self, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
-        """The logits of runs ``active`` on their rows of ``batch`` (``sizes`` rows each, stacked)."""
+    def call(self, sizes: list[int], active: list[int], **model_kwargs: Any) -> Any:
+        """The first model's output on runs ``active``'s rows (``sizes`` rows each, stacked), each row through its
+        own run's adapter: training and evaluation batches, and every decoding step of a generation."""
         self._rows = (active, sizes)
         try:
-            return self.models[0](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return self.models[0](**model_kwargs)
         finally:
             self._rows = None
 
-    def predict(self, due: list[int], predict: Callable[[Logits, int], list[Predictions]],
-                device: torch.device) -> list[Predictions]:
-        """Dev predictions of runs ``due``: one routed pass on CUDA, each run alone on a CPU."""
+    def evaluate(self, due: list[int], evaluate: Evaluate, device: torch.device) -> list[Evaluation]:
+        """Evaluations of runs ``due``: one routed pass on CUDA, each run alone on a CPU."""
         if device.type == "cuda" or len(due) == 1:
-            return predict(lambda b, sizes: self.logits(b, sizes, due), len(due))
-        return [predict(_alone(self.models[i]), 1)[0] for i in due]
+            return evaluate(lambda sizes, **kw: self.call(sizes, due, **kw), len(due))
+        return [evaluate(_alone(self.models[i]), 1)[0] for i in due]

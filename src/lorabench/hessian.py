@@ -386,7 +386,7 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
             "summary_block": summary["block"], "samples": samples, "loss_terms": objective.terms, "loss": loss,
             "blocks": out, "hvps": objective.calls, "seconds": time.perf_counter() - start,
             "device": str(p.device), "dtype": "float32",
-            "hessian": hcfg.model_dump(mode="json"), "config": p.cfg.dump(), "data_files": p.data_files}
+            "hessian": hcfg.model_dump(mode="json"), "config": p.cfg.dump(), "data_files": p.task.files}
 
 
 def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *,

@@ -6,7 +6,7 @@ Any bad input surfaces here as a ``LorabenchError``, before a run folder is crea
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from .adapters import adapt, build_optimizer, count_trainable, silence_base_drop
 from .config import RunConfig
 from .errors import ConfigError
 from .models import load_model
+from .tasks import Task, load_task
 from .trackers import check_trackers
 
 
@@ -26,13 +27,13 @@ class Prepared:
     model: nn.Module
     tokenizer: Any
     optimizer: torch.optim.Optimizer
-    train: D.Encoded
-    dev: D.Encoded
+    task: Task
     device: torch.device
-    label_ids: list[int] | None
-    data_files: dict[str, dict[str, str]]
     trainable_params: int
-    label_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def train(self) -> D.Encoded:
+        return self.task.train
 
 
 def pick_device(name: str) -> torch.device:
@@ -41,19 +42,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def load_data(cfg: RunConfig) -> tuple[list[D.Example], list[D.Example], dict[str, dict[str, str]]]:
-    train_split, dev_split = D.load_sst2(cfg.data.resolved_dir())
-    for key, n, split in (("n_train", cfg.data.n_train, train_split), ("n_eval", cfg.data.n_eval, dev_split)):
-        if n is not None and n > len(split.examples):
-            raise ConfigError(f"data.{key}: {n} exceeds the {len(split.examples)} rows of {split.source} "
-                              f"(set it to at most {len(split.examples)}, or null for all)")
-    train = D.subset(train_split.examples, cfg.data.n_train, cfg.data.subset_seed)
-    dev = list(dev_split.examples[: cfg.data.n_eval] if cfg.data.n_eval else dev_split.examples)
-    files = {"train": {"source": train_split.source, "sha256": train_split.sha256},
-             "dev": {"source": dev_split.source, "sha256": dev_split.sha256}}
-    return train, dev, files
 
 
 def train_order(enc: D.Encoded, cfg: RunConfig) -> Iterator[list[int]]:
@@ -88,18 +76,14 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
         raise ConfigError(f"bf16: bf16 autocast needs a CUDA device; this run would be on {device.type} in float32 "
                           "(set bf16: false, or model.dtype: bfloat16 for bf16 weights)")
     check_trackers(cfg.report_to)
-    train_ex, dev_ex, files = load_data(cfg)
-    if len(train_ex) < cfg.batch_size * cfg.grad_accum:
+    task = load_task(cfg)  # bad data fails before a model loads
+    if task.size < cfg.batch_size * cfg.grad_accum:
         raise ConfigError(f"batch_size × grad_accum = {cfg.batch_size * cfg.grad_accum} exceeds the "
-                          f"{len(train_ex)} training examples")
+                          f"{task.size} training examples")
     torch.manual_seed(cfg.seed)  # a new classifier head's init depends on the run seed only
     model, tok = load_model(cfg.model, attn_implementation=attn_implementation)
-    prompt = D.Prompt(cfg.data.template, tuple(cfg.data.label_words)) if cfg.model.head == "lm" else None
-    label_ids = D.label_token_ids(tok, prompt) if prompt else None
-    head = cfg.model.head
-    assert head is not None  # set by ModelConfig's validator
-    train = D.encode(train_ex, tok, head=head, prompt=prompt, max_length=cfg.model.max_length, train=True)
-    dev = D.encode(dev_ex, tok, head=head, prompt=prompt, max_length=cfg.model.max_length, train=False)
+    task.tokenize(tok)
+    train = task.train
     model.to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -109,6 +93,5 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
     model = adapt(model, cfg.method, rank=cfg.rank, alpha=cfg.alpha, target_modules=cfg.target_modules,
                   dropout=cfg.dropout, calibration=TrainingBatches(train, cfg, tok.pad_token_id, device), **cfg.options())
     optimizer = build_optimizer(model, cfg.method, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options())
-    counts = {"train": D.label_counts(train_ex), "dev": D.label_counts(dev_ex)}
-    return Prepared(cfg, model, tok, optimizer, train, dev, device, label_ids, files, count_trainable(model), counts)
+    return Prepared(cfg, model, tok, optimizer, task, device, count_trainable(model))
 

@@ -1,4 +1,5 @@
-"""A run folder: ``config.yaml``, ``metrics.jsonl``, ``predictions.jsonl``, ``adapter/``, ``result.json``.
+"""A run folder: ``config.yaml``, ``metrics.jsonl``, ``predictions.jsonl`` (or ``generations.jsonl``), ``adapter/``,
+``result.json``.
 
 ``result.json`` is written last and atomically: a folder without it is an unfinished run.
 """
@@ -39,8 +40,9 @@ class RunRecord:
         for t in self.trackers:
             t.log(row["step"], {k: v for k, v in row.items() if k != "step"})
 
-    def predictions(self, rows: list[dict[str, Any]]) -> None:
-        write_jsonl(self.dir / "predictions.jsonl", rows)
+    def rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Per-example outputs: ``predictions.jsonl`` (classification) or ``generations.jsonl`` (generative)."""
+        write_jsonl(self.dir / name, rows)
 
     def adapter(self, save: Callable[[str], None]) -> None:
         """``save(folder)`` writes the adapter; it lands in ``adapter/`` whole or not at all."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, cast
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Status(StrEnum):
@@ -45,8 +45,12 @@ BAD = (Status.DIVERGED, Status.COLLAPSED, Status.FAILED, Status.OOM)  # in the o
 
 
 class Metrics(TypedDict):
+    """An evaluation's figures. ``accuracy`` is the task's headline figure: a classifier's accuracy, or for a
+    generative task the mean of its evaluation sets' accuracies (``sets``); ``macro_f1`` is None there."""
+
     accuracy: float
-    macro_f1: float
+    macro_f1: float | None
+    sets: NotRequired[dict[str, float]]
 
 
 class BestMetrics(TypedDict):
@@ -86,18 +90,18 @@ class RunResult(LaneResult):
 
     schema_version: int
     config: dict[str, Any]
-    label_counts: dict[str, dict[int, int]]
+    counts: dict[str, Any]  # the task's data: label counts per split, or examples (and those without loss) per set
     provenance: dict[str, Any]
     run_dir: str
 
 
-def run_result(lane: LaneResult, *, config: dict[str, Any], label_counts: dict[str, dict[int, int]],
+def run_result(lane: LaneResult, *, config: dict[str, Any], counts: dict[str, Any],
                provenance: dict[str, Any], run_dir: str) -> RunResult:
     """The one place a ``result.json`` is assembled (key order as written)."""
     body = {k: v for k, v in lane.items() if k not in ("status", "method")}
     # a plain dict, cast: mypy cannot check a TypedDict literal that spreads another TypedDict's remaining keys
     return cast(RunResult, {"schema_version": SCHEMA_VERSION, "status": lane["status"], "method": lane["method"],
-                            "config": config, **body, "label_counts": label_counts, "provenance": provenance,
+                            "config": config, **body, "counts": counts, "provenance": provenance,
                             "run_dir": run_dir})
 
 

@@ -69,9 +69,8 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
         if len(ps) > 1:
             share_frozen(ps[0].model, ps[-1].model)  # one frozen base in memory as soon as possible
     p0 = ps[0]
-    for split, counts in p0.label_counts.items():
-        log(f"{split}: {sum(counts.values())} examples, labels " + ", ".join(
-            f"{p0.cfg.data.label_words[y]}={n} ({n / max(1, sum(counts.values())):.1%})" for y, n in counts.items()))
+    for line in p0.task.describe():
+        log(line)
     log(f"{p0.cfg.method}: {p0.trainable_params:,} trainable parameters on {p0.device}"
         + (f"; {len(ps)} runs fused" if len(ps) > 1 else ""))
     records = []
@@ -83,8 +82,8 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
     lanes = run_lanes(ps, records, forward=forward, progress=progress, log=log, on_step=on_step)
     results = []
     for p, d, record, lane in zip(ps, run_dirs, records, lanes, strict=True):
-        result = run_result(lane, config=p.cfg.dump(), label_counts=p.label_counts,
-                            provenance=provenance(p.device, p.data_files), run_dir=str(d))
+        result = run_result(lane, config=p.cfg.dump(), counts=p.task.counts,
+                            provenance=provenance(p.device, p.task.files), run_dir=str(d))
         try:
             record.result(result)
         except OSError as e:  # the store (in a sweep) still records what was trained

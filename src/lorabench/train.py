@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import data as D
-from .evaluate import Predictions, metrics, predict_many
 from .losses import loss_of_logits, loss_tokens
 from .measure import Stopwatch, peak_memory, reset_peak_memory
 from .methods import get_method
 from .prepare import Prepared, train_order
 from .record import RunRecord
 from .records import BestMetrics, LaneResult, Metrics, Status
+from .tasks import Evaluation
+from .tasks.base import Evaluate
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -52,9 +53,12 @@ def _stack(batches: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, tor
     def widen(t: torch.Tensor, fill: int) -> torch.Tensor:
         return F.pad(t, (0, width - t.shape[1]), value=fill)
 
-    return {"input_ids": torch.cat([widen(b["input_ids"], pad_id) for b in batches]),
-            "attention_mask": torch.cat([widen(b["attention_mask"], 0) for b in batches]),
-            "labels": torch.cat([b["labels"] for b in batches])}
+    out = {"input_ids": torch.cat([widen(b["input_ids"], pad_id) for b in batches]),
+           "attention_mask": torch.cat([widen(b["attention_mask"], 0) for b in batches]),
+           "labels": torch.cat([b["labels"] for b in batches])}
+    if "loss_mask" in batches[0]:
+        out["loss_mask"] = torch.cat([widen(b["loss_mask"], 0) for b in batches])
+    return out
 
 
 def _split(batch: dict[str, torch.Tensor], sizes: list[int]) -> list[dict[str, torch.Tensor]]:
@@ -72,7 +76,7 @@ def train_step(optimizers: list[torch.optim.Optimizer], schedulers: list[Any],
     each): a fused group's routed forward, or one model's when K = 1. The backward pass of
     Σ_k loss_k reaches each run's own parameters only, so each run gets its gradient as if alone.
     """
-    ns = [sum(loss_tokens(b, head) for b in mb) for mb in micro_batches]
+    ns = [max(1, sum(loss_tokens(b, head) for b in mb)) for mb in micro_batches]  # 1: a batch without targets
     totals = [0.0] * len(optimizers)
     for parts in zip(*micro_batches):
         sizes = [len(b["labels"]) for b in parts]
@@ -111,16 +115,12 @@ def status_of(exc: BaseException) -> Status:
     return Status.OOM if isinstance(exc, torch.OutOfMemoryError) else Status.FAILED
 
 
-Logits = Callable[[dict[str, torch.Tensor], list[int]], torch.Tensor]
-
-
 class Forward(Protocol):
     """How the loop runs its K models: alone (K = 1) or fused (:class:`lorabench.fuse.Fused`)."""
 
     def routing(self) -> AbstractContextManager[None]: ...
-    def logits(self, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor: ...
-    def predict(self, due: list[int], predict: Callable[[Logits, int], list[Predictions]],
-                device: torch.device) -> list[Predictions]: ...
+    def call(self, sizes: list[int], active: list[int], **model_kwargs: Any) -> Any: ...
+    def evaluate(self, due: list[int], evaluate: Evaluate, device: torch.device) -> list[Evaluation]: ...
 
 
 class Alone:
@@ -132,12 +132,15 @@ class Alone:
     def routing(self) -> AbstractContextManager[None]:
         return nullcontext()
 
-    def logits(self, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    def call(self, sizes: list[int], active: list[int], **model_kwargs: Any) -> Any:
+        return self.model(**model_kwargs)
 
-    def predict(self, due: list[int], predict: Callable[[Logits, int], list[Predictions]],
-                device: torch.device) -> list[Predictions]:
-        return predict(lambda b, sizes: self.logits(b, sizes, due), 1)
+    def evaluate(self, due: list[int], evaluate: Evaluate, device: torch.device) -> list[Evaluation]:
+        return evaluate(lambda sizes, **kw: self.model(**kw), 1)
+
+
+def logits_of(forward: Forward, batch: dict[str, torch.Tensor], sizes: list[int], active: list[int]) -> torch.Tensor:
+    return forward.call(sizes, active, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
 @dataclass
@@ -154,7 +157,7 @@ class Lane:
     recent: list[float] = field(default_factory=list)  # the last LAST_LOSSES training losses
     best: BestMetrics = field(default_factory=lambda: BestMetrics(accuracy=None, macro_f1=None, step=None))
     final: Metrics | None = None
-    preds: Predictions | None = None
+    last: Evaluation | None = None
     tokens_seen: int = 0
     steps_done: int = 0
     error: str | None = None
@@ -195,19 +198,16 @@ class Lane:
         self.steps_done, self.row = step, row
         return True
 
-    def evaluated(self, preds: Predictions, seconds: float, step: int) -> None:
-        self.preds = preds
+    def evaluated(self, ev: Evaluation, seconds: float, step: int) -> None:
+        self.last = ev
         self.eval_seconds += seconds
-        self.eval_examples += len(self.p.dev)
-        m = metrics(preds)
-        self.row.update({f"eval_{k}": v for k, v in m.items()})
+        self.eval_examples += ev.examples
+        m = ev.metrics
+        self.row.update({f"eval_{k}": v for k, v in m.items() if k != "sets" and v is not None})
+        self.row.update({f"eval_{name}": v for name, v in m.get("sets", {}).items()})
         if self.best["accuracy"] is None or m["accuracy"] > self.best["accuracy"]:
             self.best = BestMetrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"], step=step)
-        self.final = Metrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"])
-
-    def one_class(self) -> bool:
-        """Whether its last predictions are all one class while the dev set has several (a constant predictor)."""
-        return self.preds is not None and len(set(self.preds.preds)) == 1 and len(set(self.preds.labels)) > 1
+        self.final = m
 
     def stop(self, status: Status, error: str | None = None) -> None:
         if self.status is Status.RUNNING:
@@ -225,20 +225,20 @@ class Lane:
             samples_per_second=self.steps_done * c.batch_size * c.grad_accum / seconds if seconds else None,
             eval_seconds=ev, eval_samples_per_second=self.eval_examples / ev if ev else None,
             peak_memory_mb=memory[0], memory_kind=memory[1], fused=fused, trainable_params=self.p.trainable_params,
-            tokens_seen=self.tokens_seen, one_class=self.one_class(),
+            tokens_seen=self.tokens_seen, one_class=self.last is not None and self.last.one_class,
             train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error,
             artefact_errors=failed_writes)
 
     def write_artefacts(self) -> list[str]:
-        """Predictions (ok or collapsed) and the adapter (ok); the writes that failed. A full disk or a lost mount
-        costs the artefact, not what was trained."""
-        c, failed = self.p.cfg, []
-        if self.preds is not None and self.status in (Status.OK, Status.COLLAPSED):
+        """Per-example outputs (ok or collapsed) and the adapter (ok); the writes that failed. A full disk or a lost
+        mount costs the artefact, not what was trained."""
+        c, failed, artefact = self.p.cfg, [], self.p.task.artefact
+        if self.last is not None and self.status in (Status.OK, Status.COLLAPSED):
             try:
-                self.record.predictions(self.preds.rows(c.data.label_words))
+                self.record.rows(artefact, self.last.rows)
             except OSError as e:
-                failed.append(f"predictions.jsonl: {e}")
-        if self.preds is not None and self.status is Status.OK and c.save_adapter:
+                failed.append(f"{artefact}: {e}")
+        if self.last is not None and self.status is Status.OK and c.save_adapter:
             model = cast("PeftModel", self.p.model)  # an adapted model
             try:
                 self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
@@ -247,24 +247,23 @@ class Lane:
         return failed
 
 
-def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int) -> None:
-    """Dev predictions of runs ``due`` (in eval mode), the time shared equally between them."""
+def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int, progress: bool = False) -> None:
+    """Evaluations of runs ``due`` (in eval mode), the time shared equally between them."""
     p0 = lanes[0].p
     cfg, dev = p0.cfg, p0.device
     clock = Stopwatch(dev)
     clock.start()
     for i in due:
         lanes[i].p.model.eval()
-    kw = dict(head=cfg.model.head, pad_id=p0.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size, device=dev,
-              label_ids=p0.label_ids, autocast=cfg.bf16 and dev.type == "cuda")
+    kw = dict(batch_size=cfg.eval_batch_size, device=dev, autocast=cfg.bf16 and dev.type == "cuda", progress=progress)
     try:
-        preds = forward.predict(due, lambda logits, k: predict_many(logits, k, p0.dev, **kw), dev)
+        evals = forward.evaluate(due, lambda call, k: p0.task.evaluate(call, k, **kw), dev)
     finally:
         for i in due:
             lanes[i].p.model.train()
     clock.pause()
-    for i, pr in zip(due, preds, strict=True):
-        lanes[i].evaluated(pr, clock.total / len(due), step)
+    for i, ev in zip(due, evals, strict=True):
+        lanes[i].evaluated(ev, clock.total / len(due), step)
 
 
 def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward, progress: bool = True,
@@ -291,13 +290,13 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward,
                 clock.start()
                 stats = train_step([lanes[i].p.optimizer for i in active], [lanes[i].scheduler for i in active],
                                    [lanes[i].next_batch(pad) for i in active],
-                                   forward=lambda b, sizes, on=active: forward.logits(b, sizes, on),
+                                   forward=lambda b, sizes, on=active: logits_of(forward, b, sizes, on),
                                    head=head, max_grad_norm=cfg.max_grad_norm,
                                    autocast=cfg.bf16 and dev.type == "cuda", pad_id=pad)
                 alive = [i for i, st in zip(active, stats, strict=True) if lanes[i].took_step(step, st, log)]
                 clock.pause()
                 if alive and (step % cfg.eval_every == 0 or step == cfg.steps):
-                    evaluate_lanes(lanes, alive, forward, step)
+                    evaluate_lanes(lanes, alive, forward, step, progress)
                 for i in alive:
                     lanes[i].record.log(lanes[i].row)
                 _progress(bar, lanes)

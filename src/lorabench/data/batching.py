@@ -44,7 +44,8 @@ def train_order(n: int, batch_size: int, seed: int, lengths: list[int] | None = 
 
 
 def collate(enc: Encoded, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and class ``labels`` for examples ``idx``."""
+    """Right-padded ``input_ids``, ``attention_mask`` and class ``labels`` for examples ``idx``; with
+    ``enc.loss_start``, a ``loss_mask`` too: 1 on the response tokens (the loss targets), 0 on prompt and padding."""
     seqs = [enc.input_ids[i] for i in idx]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -52,7 +53,11 @@ def collate(enc: Encoded, idx: list[int], pad_id: int) -> dict[str, torch.Tensor
     for row, s in enumerate(seqs):
         ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[row, : len(s)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc.labels[i] for i in idx])}
+    out = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc.labels[i] for i in idx])}
+    if enc.loss_start is not None:
+        starts = torch.tensor([enc.loss_start[i] for i in idx]).unsqueeze(1)
+        out["loss_mask"] = mask * (torch.arange(width).unsqueeze(0) >= starts)
+    return out
 
 
 def eval_batches(enc: Encoded, batch_size: int, pad_id: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:

@@ -20,11 +20,15 @@ def evaluator_names() -> list[str]:
     return list(EVALUATORS)
 
 
+def unknown_evaluator(name: str) -> str:
+    near = difflib.get_close_matches(name, EVALUATORS, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"unknown evaluator {name!r}{hint}; known: {', '.join(EVALUATORS)}"
+
+
 def evaluator_class(name: str, where: str = "evaluator") -> type[Evaluator]:
     if name not in EVALUATORS:
-        near = difflib.get_close_matches(name, EVALUATORS, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"{where}: unknown evaluator {name!r}{hint}; known: {', '.join(EVALUATORS)}")
+        raise ConfigError(f"{where}: {unknown_evaluator(name)}")
     return EVALUATORS[name]
 
 

@@ -112,19 +112,11 @@ def trial_device(sweep: Sweep) -> torch.device:
 
 
 def data_identity(sweep: Sweep) -> dict[str, str] | None:
-    """The sha256 of the training and dev files the sweep's trials read (its data folder, resolved as a run
-    resolves it); None for hub data or a folder that is not there (its trials will say so)."""
-    from ..data import load_sst2
-    from ..errors import DataError
+    """The sha256 of the data files the sweep's trials read (resolved as a run resolves them); None for hub data
+    or a file that is not there (its trials will say so)."""
+    from ..tasks import data_files
 
-    folder = validate(sweep.base, sweep.source).data.resolved_dir()
-    if folder is None:
-        return None
-    try:
-        train, dev = load_sst2(folder)
-    except DataError:
-        return None
-    return {"train": train.sha256, "dev": dev.sha256}
+    return data_files(validate(sweep.base, sweep.source))
 
 
 def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
@@ -145,7 +137,7 @@ def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
         changed = ", ".join(f"{k} sha256 {str(known.get(k))[:12]}… → {str(data.get(k))[:12]}…" for k in data
                             if data.get(k) != known.get(k))
         raise ConfigError(f"{out}: its trials were trained on other data ({changed}); point the data back "
-                          "(data.dir or LORABENCH_DATA_DIR) or use a new folder")
+                          "(data.dir, LORABENCH_DATA_DIR or LORABENCH_DATA_ROOT) or use a new folder")
     if data:
         store.set_meta("data", data)
     store.set_meta("sweep", sweep.dump())

@@ -1,0 +1,139 @@
+"""Rows of a generative task from a local JSON / JSON-lines file, a ``datasets.save_to_disk`` folder or the hub.
+
+Every problem is a ``DataError`` naming the file, the line (JSON lines) or row (a JSON array) and the field,
+raised before anything is trained or written. A source keeps its first ``n`` rows in file order, or (with
+``sample_seed``) a seeded sample of ``n``, the same for every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..config import Source
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows (JSON objects), where each came from (``where[i]``: ``file:line``), and the source's identity."""
+
+    rows: list[dict[str, Any]]
+    where: list[str]
+    source: str
+    sha256: str
+
+
+def _read_json_file(path: Path) -> Rows:
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: invalid UTF-8 at byte {e.start}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        where = [f"{path}: row {i + 1}" for i in range(len(data))]
+        rows = data
+    else:
+        rows, where = [], []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i}: not a JSON line ({e.msg} at column {e.colno})") from None
+            where.append(f"{path}:{i}")
+    for w, r in zip(where, rows):
+        if not isinstance(r, dict):
+            raise DataError(f"{w}: expected a JSON object, found {type(r).__name__}")
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return Rows(rows, where, str(path.resolve()), digest)
+
+
+def _from_dataset(ds: Any, source: str) -> Rows:
+    rows = [dict(r) for r in ds]
+    return Rows(rows, [f"{source}: row {i + 1}" for i in range(len(rows))], source,
+                getattr(ds, "_fingerprint", "") or "")
+
+
+def _read_folder(path: Path, split: str) -> Rows:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: a folder but not a datasets.save_to_disk folder (no dataset_info.json)") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"{path}: no split {split!r} (it has {', '.join(ds)})")
+        ds = ds[split]
+    return _from_dataset(ds, str(path.resolve()))
+
+
+def _read_hub(src: Source) -> Rows:
+    split = src.split if src.n is None or src.sample_seed is not None else f"{src.split}[:{src.n}]"
+    name = f"hub:{src.hub}" + (f"/{src.subset}" if src.subset else "") + (f"/{src.data_dir}" if src.data_dir else "")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(src.hub, src.subset, data_dir=src.data_dir, split=split)
+    except Exception as e:  # offline, no such dataset or split: all end the same way for the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"{name}: cannot load split {split!r}: {type(e).__name__}: {first}") from None
+    return _from_dataset(ds, f"{name}/{split}")
+
+
+def read_rows(src: Source, root: Path) -> Rows:
+    """The rows of ``src`` (relative paths under ``root``), cut to ``src.n``."""
+    if src.hub is not None:
+        rows = _read_hub(src)
+    else:
+        assert src.path is not None  # Source's validator: one of path and hub
+        path = Path(src.path) if Path(src.path).is_absolute() else root / src.path
+        if path.is_dir():
+            rows = _read_folder(path, src.split)
+        elif path.is_file():
+            if path.suffix not in (".json", ".jsonl"):
+                raise DataError(f"{path}: expected a .json or .jsonl file, or a datasets folder")
+            rows = _read_json_file(path)
+        else:
+            raise DataError(f"{path}: file not found (relative paths start from data.dir or $LORABENCH_DATA_ROOT)")
+    return take(rows, src.n, src.sample_seed)
+
+
+def take(rows: Rows, n: int | None, seed: int | None) -> Rows:
+    """The first ``n`` rows, or ``n`` drawn with ``seed`` (kept in file order); all when ``n`` is None."""
+    if n is None or n >= len(rows.rows):
+        if n is not None and n > len(rows.rows):
+            raise DataError(f"{rows.source}: n = {n} exceeds its {len(rows.rows)} rows")
+        return rows
+    idx = list(range(n)) if seed is None else sorted(random.Random(seed).sample(range(len(rows.rows)), n))
+    return Rows([rows.rows[i] for i in idx], [rows.where[i] for i in idx], rows.source, rows.sha256)
+
+
+def text_field(rows: Rows, i: int, field: str, *, required: bool = True) -> str:
+    """Row ``i``'s ``field`` as text; a missing, non-text or (if ``required``) empty field is a ``DataError``."""
+    row = rows.rows[i]
+    if field not in row:
+        near = ", ".join(sorted(row)[:8])
+        raise DataError(f"{rows.where[i]}: field {field!r} missing (the row has {near})")
+    value = row[field]
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{rows.where[i]}: field {field!r} must be text, found {type(value).__name__}")
+    if required and not value.strip():
+        raise DataError(f"{rows.where[i]}: field {field!r} is empty")
+    return value
