@@ -64,7 +64,7 @@ def test_lm_head_scores_are_label_word_logits(glue_dir, tmp_path):
     assert isinstance(task, Classification)
     p.model.eval()
     (preds,) = predict_many(lambda b, _: p.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                            1, task.dev, head="lm", pad_id=p.tokenizer.pad_token_id, batch_size=7, device=task.device,
+                            1, task.dev, head="lm", pad_id=p.tokenizer.pad_token_id, batch_size=7, device=p.device,
                             label_ids=task.label_ids)
     i = 5
     ids = torch.tensor([task.dev.input_ids[i]])

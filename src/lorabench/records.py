@@ -73,6 +73,7 @@ class LaneResult(TypedDict):
     samples_per_second: float | None
     eval_seconds: float
     eval_samples_per_second: float | None
+    generation_tokens_per_second: float | None  # new tokens per second of evaluation decoding (generative tasks)
     peak_memory_mb: float | None
     memory_kind: str
     fused: int  # how many runs trained together (1: alone); cost columns are then shares of the group's
@@ -138,7 +139,8 @@ class CurvePoint(TypedDict):
     lr: float
     paired: NotRequired[dict[str, float]]  # the second learning-rate axes' values (e.g. LoRA+'s lr_b)
     accuracy: Stat | None  # over the seeds that finished ok; None if none did
-    macro_f1: Stat | None
+    macro_f1: Stat | None  # None also for a generative task
+    sets: NotRequired[dict[str, Stat]]  # a generative task's evaluation sets
     seeds: int
     statuses: list[str]  # the distinct statuses, sorted
     n_ok: int  # seeds that finished ok
@@ -154,8 +156,9 @@ class SummaryRow(TypedDict):
     best_lr: float
     lambda_max: float | None
     axes: dict[str, Any]
-    accuracy: Stat
-    macro_f1: Stat
+    accuracy: Stat  # the task's headline figure (a generative task: the mean over its sets)
+    macro_f1: Stat | None
+    sets: NotRequired[dict[str, Stat]]
     seeds: int
     train_seconds: float | None
     peak_memory_mb: float | None

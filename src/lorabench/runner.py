@@ -102,11 +102,15 @@ def format_result(r: RunResult) -> str:
 
     rows = [
         ("status", r["status"]), ("method", r["method"]),
-        ("accuracy (final)", num(f.get("accuracy"), ".4f")), ("macro-F1 (final)", num(f.get("macro_f1"), ".4f")),
+        ("mean of sets (final)" if f.get("sets") else "accuracy (final)", num(f.get("accuracy"), ".4f")),
+        *((f"  {name} (final)", num(v, ".4f")) for name, v in (f.get("sets") or {}).items()),
+        *([] if f.get("sets") else [("macro-F1 (final)", num(f.get("macro_f1"), ".4f"))]),
         ("accuracy (best)", f"{num(b.get('accuracy'), '.4f')} at step {b.get('step')}"),
         ("train_seconds", num(r["train_seconds"], ".1f")), ("samples/s", num(r["samples_per_second"], ".1f")),
         ("peak memory MB", f"{num(r['peak_memory_mb'], '.0f')} ({r['memory_kind']})"),
         ("trainable params", f"{r['trainable_params']:,}"), ("tokens seen", f"{r['tokens_seen']:,}"),
+        *([("generated tokens/s", num(r["generation_tokens_per_second"], ".1f"))]
+          if r.get("generation_tokens_per_second") is not None else []),
         ("run folder", r["run_dir"]),
     ]
     w = max(len(k) for k, _ in rows)

@@ -163,6 +163,8 @@ class Lane:
     error: str | None = None
     eval_seconds: float = 0.0
     eval_examples: int = 0
+    new_tokens: int = 0  # generated in evaluations (generative tasks)
+    generation_seconds: float = 0.0
     zero_steps: int = 0  # consecutive steps with a zero gradient norm
     row: dict[str, Any] = field(default_factory=dict)  # this step's metrics row
 
@@ -202,6 +204,8 @@ class Lane:
         self.last = ev
         self.eval_seconds += seconds
         self.eval_examples += ev.examples
+        self.new_tokens += ev.extra.get("new_tokens", 0)
+        self.generation_seconds += ev.extra.get("generation_seconds", 0.0)
         m = ev.metrics
         self.row.update({f"eval_{k}": v for k, v in m.items() if k != "sets" and v is not None})
         self.row.update({f"eval_{name}": v for name, v in m.get("sets", {}).items()})
@@ -224,6 +228,7 @@ class Lane:
             best=self.best, train_seconds=seconds,
             samples_per_second=self.steps_done * c.batch_size * c.grad_accum / seconds if seconds else None,
             eval_seconds=ev, eval_samples_per_second=self.eval_examples / ev if ev else None,
+            generation_tokens_per_second=self.new_tokens / self.generation_seconds if self.generation_seconds else None,
             peak_memory_mb=memory[0], memory_kind=memory[1], fused=fused, trainable_params=self.p.trainable_params,
             tokens_seen=self.tokens_seen, one_class=self.last is not None and self.last.one_class,
             train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error,

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypedDict
 
 from ..errors import ConfigError
 from ..methods.registry import get_method
-from ..records import BAD, FINISHED, CurvePoint, TrialRow
+from ..records import BAD, FINISHED, CurvePoint, Stat, TrialRow
 from ..sweep.curves import final, per_rate, points
 from ..sweep.summary import best as sweep_best, open_store
 from ..text import num as fmt_value
@@ -100,9 +100,28 @@ def lr_points(rows: list[TrialRow]) -> list[CurvePoint]:
     return per_rate(points(rows))
 
 
+def metric_keys(data: SweepData) -> list[tuple[str, str]]:
+    """The figures a report shows, as (key, label): accuracy and macro-F1 for a classification task; for a
+    generative task the mean over its evaluation sets (the figure the best is chosen on), then each set
+    (key ``set:NAME``)."""
+    sets = list(dict.fromkeys(n for r in data.finished for n in ((r["result"] or {}).get("final") or {}).get("sets", {})))
+    if sets:
+        return [("accuracy", "mean over sets"), *((f"set:{n}", n) for n in sets)]
+    return [("accuracy", "dev accuracy"), ("macro_f1", "dev macro-F1")]
+
+
+def stat_of(holder: Any, key: str) -> Stat | None:
+    """Metric ``key`` (see :func:`metric_keys`) of a curve point or a ``best`` row."""
+    if key.startswith("set:"):
+        return (holder.get("sets") or {}).get(key[4:])
+    value: Stat | None = holder.get(key)
+    return value
+
+
 def shown(p: CurvePoint, key: str = "accuracy") -> float | None:
     """A point's mean as the report shows it: None (the statuses are shown instead) when no seed finished ok."""
-    return p[key]["mean"] if p["n_ok"] else None  # type: ignore[literal-required]
+    st = stat_of(p, key)
+    return st["mean"] if p["n_ok"] and st is not None else None
 
 
 def bad_trials(data: SweepData) -> list[TrialRow]:
@@ -140,22 +159,25 @@ def best_run(data: SweepData, t: dict[str, Any]) -> TrialRow | None:
     return max(rows, key=lambda r: (final(r), -r["seed"]))
 
 
-CurveKey = Literal["loss", "eval_accuracy", "eval_macro_f1"]
-
-
 class Curves(TypedDict):
-    """A trial's metrics: ``loss`` at the steps ``step``, the dev metrics at the steps ``eval_step``."""
+    """A trial's metrics: ``loss`` at the steps ``step``; at the steps ``eval_step``, each metric of
+    :func:`metric_keys` (``evals[key]``, NaN where an evaluation lacks it)."""
 
     step: list[int]
     loss: list[float]
     eval_step: list[int]
-    eval_accuracy: list[float]
-    eval_macro_f1: list[float]
+    evals: dict[str, list[float]]
+
+
+def _logged(key: str) -> str:
+    """The name of metric ``key`` in ``metrics.jsonl``."""
+    return f"eval_{key[4:]}" if key.startswith("set:") else f"eval_{key}"
 
 
 def curves(data: SweepData, r: TrialRow) -> Curves:
-    """A trial's training loss at every step and its dev accuracy / macro-F1 at every evaluation."""
-    out: Curves = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": [], "eval_macro_f1": []}
+    """A trial's training loss at every step and its evaluation metrics at every evaluation."""
+    keys = [k for k, _ in metric_keys(data)]
+    out: Curves = {"step": [], "loss": [], "eval_step": [], "evals": {k: [] for k in keys}}
     for m in read_metrics(run_dir(data, r)):
         if "step" not in m:
             continue
@@ -164,8 +186,8 @@ def curves(data: SweepData, r: TrialRow) -> Curves:
             out["loss"].append(m["loss"])
         if isinstance(m.get("eval_accuracy"), int | float):
             out["eval_step"].append(m["step"])
-            out["eval_accuracy"].append(m["eval_accuracy"])
-            out["eval_macro_f1"].append(m.get("eval_macro_f1", math.nan))
+            for k in keys:
+                out["evals"][k].append(m.get(_logged(k), math.nan))
     return out
 
 
@@ -203,7 +225,10 @@ def shared_setup(data: SweepData) -> list[tuple[str, str]]:
             ("warmup steps", ("warmup_steps",)), ("steps", ("steps",)), ("batch size", ("batch_size",)),
             ("gradient accumulation", ("grad_accum",)), ("max grad norm", ("max_grad_norm",)),
             ("weight decay", ("weight_decay",)), ("train examples", ("data", "n_train")),
-            ("dev examples", ("data", "n_eval")), ("eval every", ("eval_every",)), ("device", ("device",)),
+            ("dev examples", ("data", "n_eval")), ("train data", ("data", "train", "path")),
+            ("train data (hub)", ("data", "train", "hub")), ("train rows", ("data", "train", "n")),
+            ("prompt template", ("data", "template")), ("max new tokens", ("data", "max_new_tokens")),
+            ("max length", ("model", "max_length")), ("eval every", ("eval_every",)), ("device", ("device",)),
             ("bf16", ("bf16",))]
 
     def get(cfg: Any, path: tuple[str, ...]) -> Any:
@@ -222,6 +247,16 @@ def shared_setup(data: SweepData) -> list[tuple[str, str]]:
         else:
             out.append((name, "swept"))
     return out
+
+
+def task_label(cfg: dict[str, Any]) -> str:
+    """What a trial config trains on, in words: ``sst2``, or a generative task and its evaluation sets."""
+    d = cfg.get("data") or {}
+    if d.get("kind") == "sft":
+        sets = ", ".join(f"{e['name']} ({e['evaluator']}{', ' + str(e['n']) + ' rows' if e.get('n') else ''})"
+                         for e in d.get("eval", []))
+        return f"supervised fine-tuning scored by generation on {sets}"
+    return str(d.get("task", "?"))
 
 
 def provenance(data: SweepData) -> list[tuple[str, str]]:

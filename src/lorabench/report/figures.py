@@ -23,8 +23,8 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from ..methods.registry import get_method  # noqa: E402
 from ..sweep.curves import rate_axes  # noqa: E402
-from .data import (CurveKey, SweepData, best_run, curves, final, fmt_value, group_label, lambda_max,  # noqa: E402
-                   lr_points, per_method_best, sensitivity_axes, setting, shown)
+from .data import (SweepData, best_run, curves, final, fmt_value, group_label, lambda_max,  # noqa: E402
+                   lr_points, metric_keys, per_method_best, sensitivity_axes, setting, shown, stat_of)
 
 DPI = 160
 BAD_MARK = {"diverged": "x", "collapsed": "v", "failed": "X", "oom": "s"}
@@ -91,7 +91,9 @@ def _styles(data: SweepData) -> dict[str, tuple[Any, str, str]]:
 
 def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
     styles = _styles(data)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    metrics = metric_keys(data)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), sharex=True, squeeze=False)
+    axes = axes[0]
     any_bad, grid_note = set(), False
     stacked: dict[float, int] = defaultdict(int)
     for t in _groups(data):
@@ -100,10 +102,11 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
         pts = lr_points(data.group_rows(t["group"]))
         grid_note |= any("paired" in p for p in pts)
         ok = [p for p in pts if shown(p) is not None]
-        for ax, key in zip(axes, ("accuracy", "macro_f1"), strict=True):
-            x = [p["lr"] for p in ok]
-            y = [100 * p[key]["mean"] for p in ok]  # type: ignore[literal-required]
-            e = [100 * p[key]["std"] for p in ok]  # type: ignore[literal-required]
+        for ax, (key, _) in zip(axes, metrics, strict=True):
+            have = [(p["lr"], st) for p in ok if (st := stat_of(p, key)) is not None]
+            x = [lr for lr, _ in have]
+            y = [100 * st["mean"] for _, st in have]
+            e = [100 * st["std"] for _, st in have]
             ax.errorbar(x, y, yerr=e if any(e) else None, color=color, ls=ls, marker=mk, ms=4, capsize=2,
                         label=group_label(t["group"]) if ax is axes[0] else None)
             if t["best_lr"] in x:
@@ -119,7 +122,7 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
                         tr = blended_transform_factory(ax.transData, ax.transAxes)
                         ax.plot([p["lr"]], [0.03 + 0.045 * level], marker=BAD_MARK[status], ms=6, mew=1.5,
                                 color=color, transform=tr, clip_on=False, ls="none", zorder=6)
-    for ax, name in zip(axes, ("dev accuracy (%)", "dev macro-F1 (%)")):
+    for ax, name in zip(axes, (f"{label} (%)" for _, label in metrics)):
         ax.set_xscale("log")
         ax.set_xlabel("learning rate" + (" (lr of a two-rate grid, best over its second rate)" if grid_note else ""))
         ax.set_ylabel(name)
@@ -172,8 +175,7 @@ def training_curves(data: SweepData, out_dir: Path, zoom_steps: int | None = Non
             continue
         end = limit if limit is not None else max_step
         evals = sorted({s for _, _, cv in runs for s in cv["eval_step"] if s <= end})
-        keys: list[tuple[CurveKey, str]] = (
-            [("eval_accuracy", "dev accuracy (%)"), ("eval_macro_f1", "dev macro-F1 (%)")] if evals else [])
+        keys = [(k, f"{label} (%)") for k, label in metric_keys(data)] if evals else []
         keys.append(("loss", "training loss"))
         fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 3.7 * len(keys)), 3.4), squeeze=False)
         axes = axes[0]
@@ -183,7 +185,7 @@ def training_curves(data: SweepData, out_dir: Path, zoom_steps: int | None = Non
             for ax, (key, _) in zip(axes, keys):
                 xs = cv["eval_step"] if key != "loss" else cv["step"]
                 keep = [i for i, s in enumerate(xs) if s <= end]
-                y = [cv[key][i] * (1 if key == "loss" else 100) for i in keep]
+                y = [cv["loss"][i] if key == "loss" else cv["evals"][key][i] * 100 for i in keep]
                 if key == "loss":
                     ax.plot([xs[i] for i in keep], _smooth(y, w if limit is None else 1), color=col, lw=1, label=lab,
                             marker=mk[t["method"]], ms=3, markevery=max(1, len(keep) // 8))

@@ -10,7 +10,7 @@ from typing import Any
 from ..records import BAD
 from ..sweep.curves import rate_axes
 from .data import (SweepData, bad_trials, final, fmt_value, group_label, lambda_max, per_method_best,
-                   sensitivity_axes)
+                   sensitivity_axes, stat_of)
 
 
 def pts(x: float) -> str:
@@ -38,30 +38,44 @@ def _trials(data: SweepData) -> str:
     return s
 
 
+def _headline(t: dict[str, Any]) -> str:
+    return "mean accuracy over the evaluation sets" if t.get("sets") else "accuracy"
+
+
+def _second_figures(best: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(label, key) of the figures besides the headline: macro-F1, or each evaluation set."""
+    sets = list(dict.fromkeys(n for t in best for n in t.get("sets", {})))
+    return [(n, f"set:{n}") for n in sets] if sets else [("macro-F1", "macro_f1")]
+
+
 def _peaks(best: list[dict[str, Any]]) -> list[str]:
     top = best[0]
     if len(best) == 1:
-        return [f"{group_label(top['group'])} peaks at {pts(top['accuracy']['mean'])}% accuracy "
-                f"(macro-F1 {pts(top['macro_f1']['mean'])}%) at learning rate {fmt_value(top['best_lr'])}."]
+        also = (f"macro-F1 {pts(top['macro_f1']['mean'])}%" if top.get("macro_f1") else
+                ", ".join(f"{n} {pts(st['mean'])}%" for n, st in top.get("sets", {}).items()))
+        return [f"{group_label(top['group'])} peaks at {pts(top['accuracy']['mean'])}% {_headline(top)} "
+                f"({also}) at learning rate {fmt_value(top['best_lr'])}."]
     low = best[-1]
     spread = top["accuracy"]["mean"] - low["accuracy"]["mean"]
     tied = [t["method"] for t in best if t["accuracy"]["mean"] == top["accuracy"]["mean"]]
     if len(tied) == len(best):
-        lead = (f"{names(tied)} {'both' if len(tied) == 2 else 'all'} peak at {pts(top['accuracy']['mean'])}% dev "
-                f"accuracy, so the methods' peaks span {pts(spread)} accuracy points.")
+        lead = (f"{names(tied)} {'both' if len(tied) == 2 else 'all'} peak at {pts(top['accuracy']['mean'])}% "
+                f"{_headline(top)}, so the methods' peaks span {pts(spread)} accuracy points.")
     else:
         lead = ((f"{names(tied)} tie for the highest peak" if len(tied) > 1 else f"{top['method']} peaks highest")
-                + f": {pts(top['accuracy']['mean'])}% dev accuracy at learning rate {fmt_value(top['best_lr'])}; the lowest "
+                + f": {pts(top['accuracy']['mean'])}% {_headline(top)} at learning rate {fmt_value(top['best_lr'])}; the lowest "
                 f"peak is {low['method']}'s, {pts(low['accuracy']['mean'])}% at {fmt_value(low['best_lr'])}, so the methods' "
                 f"peaks span {pts(spread)} accuracy points.")
     out = [lead,
            "Peak accuracy by method: " + ", ".join(f"{t['method']} {pts(t['accuracy']['mean'])}" for t in best)
            + "."]
-    f1_top = max(best, key=lambda t: t["macro_f1"]["mean"])
-    f1_spread = f1_top["macro_f1"]["mean"] - min(t["macro_f1"]["mean"] for t in best)
-    same = f1_top["method"] == top["method"]
-    out.append(f"By macro-F1 {'the same method leads' if same else f1_top['method'] + ' leads instead'} "
-               f"({pts(f1_top['macro_f1']['mean'])}%), and the peaks span {pts(f1_spread)} points.")
+    for label, key in _second_figures(best):
+        stats = [(t, st) for t in best if (st := stat_of(t, key)) is not None]
+        lead, lead_st = max(stats, key=lambda ts: ts[1]["mean"])
+        spread_k = lead_st["mean"] - min(st["mean"] for _, st in stats)
+        same = lead["method"] == top["method"]
+        out.append(f"By {label} {'the same method leads' if same else lead['method'] + ' leads instead'} "
+                   f"({pts(lead_st['mean'])}%), and the peaks span {pts(spread_k)} points.")
     if len(best) >= 2:
         second = best[1]
         gap = top["accuracy"]["mean"] - second["accuracy"]["mean"]

@@ -15,7 +15,8 @@ from typing import Any
 from ..files import atomic_write_text
 from ..records import BAD
 from ..sweep.curves import rate_axes
-from .data import SweepData, explored, fmt_value, group_label, lambda_max, lr_points, per_method_best, setting, shown
+from .data import (SweepData, explored, fmt_value, group_label, lambda_max, lr_points, metric_keys, per_method_best,
+                   setting, shown, stat_of)
 
 MEMORY_KINDS = {"cpu_peak_rss": "CPU peak resident set size of the trial's process, loading included",
                 "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated from the first step"}
@@ -41,7 +42,7 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def pm(ms: dict[str, float], seeds: int) -> str:
+def pm(ms: Mapping[str, float], seeds: int) -> str:
     """Percent, mean ± std over seeds; the mean alone for a single seed (its std is not measured)."""
     return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if seeds > 1 else "")
 
@@ -52,19 +53,22 @@ def statuses_str(st: dict[str, int]) -> str:
 
 def comparison(data: SweepData) -> Table:
     best = per_method_best(data)
+    metrics = metric_keys(data)
     has_setting = any(setting(t["group"]) for t in best)
     has_lambda = any(lambda_max(t) is not None for t in best)
     kinds = sorted({t["memory_kind"] for t in best if t["memory_kind"]})
-    cols = ["method"] + (["setting"] if has_setting else []) + [
-        "best lr", "accuracy (%)", "macro-F1 (%)", "seeds", "trainable params", "train time (s)",
+    cols = ["method"] + (["setting"] if has_setting else []) + ["best lr"] + [f"{label} (%)" for _, label in metrics] + [
+        "seeds", "trainable params", "train time (s)",
         "peak memory (MB)"] + (["memory kind"] if len(kinds) > 1 else []) + (["λ_max"] if has_lambda else [])
-    csv_cols = ["method", "setting", "best_lr", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+    names = [k.replace("set:", "") for k, _ in metrics]
+    csv_cols = ["method", "setting", "best_lr", *(f"{n}_{x}" for n in names for x in ("mean", "std")),
                 "seeds", "trainable_params", "train_seconds", "peak_memory_mb", "memory_kind", "lambda_max", "trials"]
     rows, raw = [], []
     for t in best:
         lam = lambda_max(t)
-        cells = [t["method"]] + ([setting(t["group"]) or "–"] if has_setting else []) + [
-            fmt_value(t["best_lr"]), pm(t["accuracy"], t["seeds"]), pm(t["macro_f1"], t["seeds"]), str(t["seeds"]),
+        stats = [stat_of(t, k) for k, _ in metrics]
+        cells = [t["method"]] + ([setting(t["group"]) or "–"] if has_setting else []) + [fmt_value(t["best_lr"])] + [
+            pm(st, t["seeds"]) if st else "–" for st in stats] + [str(t["seeds"]),
             f"{t['trainable_params']:,}" if t["trainable_params"] else "–",
             f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "–",
             f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "–"]
@@ -72,17 +76,21 @@ def comparison(data: SweepData) -> Table:
         cells += [f"{lam:.4g}" if lam is not None else "–"] if has_lambda else []
         rows.append(cells)
         raw.append([t["method"], json.dumps({k: v for k, v in t["group"].items() if k != "method"}, sort_keys=True),
-                    t["best_lr"], t["accuracy"]["mean"], t["accuracy"]["std"], t["macro_f1"]["mean"],
-                    t["macro_f1"]["std"], t["seeds"], t["trainable_params"], t["train_seconds"], t["peak_memory_mb"],
+                    t["best_lr"], *(x for st in stats for x in ((st["mean"], st["std"]) if st else (None, None))),
+                    t["seeds"], t["trainable_params"], t["train_seconds"], t["peak_memory_mb"],
                     t["memory_kind"], lam, t["trials"]])
     bold = set()
-    for col, key in (("accuracy (%)", "accuracy"), ("macro-F1 (%)", "macro_f1")):
-        top = max(t[key]["mean"] for t in best)
-        bold |= {(i, cols.index(col)) for i, t in enumerate(best) if t[key]["mean"] == top}
+    for (key, label) in metrics:
+        means = [st["mean"] for t in best if (st := stat_of(t, key)) is not None]
+        if means:
+            bold |= {(i, cols.index(f"{label} (%)")) for i, t in enumerate(best)
+                     if (st := stat_of(t, key)) is not None and st["mean"] == max(means)}
     seeds = sorted({t["seeds"] for t in best})
     mem = "; ".join(MEMORY_KINDS.get(k, k) for k in kinds)
     spread = "as mean ± std over the seeds" if max(seeds) > 1 else "of the single seed"
-    cap = (f"Each method at its best setting: dev accuracy and macro-F1 {spread} at the best learning rate"
+    shown_as = ("the mean accuracy over the evaluation sets (the figure the best is chosen on) and each set's"
+                if metrics[0][1].startswith("mean") else "dev accuracy and macro-F1")
+    cap = (f"Each method at its best setting: {shown_as} {spread} at the best learning rate"
            f"{' (other axes: the setting column)' if has_setting else ''}; train time is the mean over those runs; "
            f"peak memory the max ({mem or 'not measured'}).")
     if has_lambda:
@@ -142,7 +150,8 @@ def accuracy_by_lr(data: SweepData) -> Table:
                     bold.add((i, j + 1))
         rows.append(cells)
         raw.append(rcells)
-    cap = ("Dev accuracy (%) at every learning rate, mean over the seeds that finished ok (the rule best() uses); "
+    what = "Dev accuracy" if metric_keys(data)[0][1] == "dev accuracy" else "Mean accuracy over the evaluation sets"
+    cap = (f"{what} (%) at every learning rate, mean over the seeds that finished ok (the rule best() uses); "
            "diverged/collapsed/failed: no seed finished ok; † some seeds did not; bold: the rate that best() "
            "selects.")
     if any("paired" in p for g in pts.values() for p in g.values()):
@@ -151,15 +160,17 @@ def accuracy_by_lr(data: SweepData) -> Table:
 
 
 def trials(data: SweepData) -> Table:
-    cols = ["key", "method", "group", "lr", "second_rate", "seed", "status", "accuracy", "macro_f1", "steps_done",
-            "train_seconds", "peak_memory_mb", "memory_kind", "trainable_params"]
+    sets = [k[4:] for k, _ in metric_keys(data) if k.startswith("set:")]
+    cols = ["key", "method", "group", "lr", "second_rate", "seed", "status", "accuracy", "macro_f1", *sets,
+            "steps_done", "train_seconds", "peak_memory_mb", "memory_kind", "trainable_params"]
     raw = []
     for r in data.rows:
         res: Mapping[str, Any] = r["result"] or {}
         fin = res.get("final") or {}
         second = ";".join(f"{k}={v}" for k, v in rate_axes(r["axes"]).items()) or None
         raw.append([r["key"], r["method"], r["grp"], r["lr"], second, r["seed"], r["status"].value,
-                    fin.get("accuracy"), fin.get("macro_f1"), res.get("steps_done"), res.get("train_seconds"),
+                    fin.get("accuracy"), fin.get("macro_f1"), *((fin.get("sets") or {}).get(n) for n in sets),
+                    res.get("steps_done"), res.get("train_seconds"),
                     res.get("peak_memory_mb"), res.get("memory_kind"), res.get("trainable_params")])
     return Table("trials", "Every trial of the sweep.", cols, [], cols, raw, tex=False)
 

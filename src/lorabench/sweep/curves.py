@@ -30,11 +30,27 @@ def stat(xs: list[float]) -> Stat:
     return Stat(mean=mean(xs), std=pstdev(xs) if len(xs) > 1 else 0.0)
 
 
-def final(r: TrialRow, key: Literal["accuracy", "macro_f1"] = "accuracy") -> float | None:
-    """A trial's final dev metric if it finished ``ok`` with one, else None."""
+def final(r: TrialRow, key: str = "accuracy") -> float | None:
+    """A trial's final metric ``key`` if it finished ``ok`` with one, else None: ``accuracy`` (the headline
+    figure), ``macro_f1``, or the name of one of a generative task's evaluation sets."""
     res = r["result"] if r["status"] is Status.OK else None
-    f = res.get("final") if res else None
-    return float(f[key]) if f and f.get(key) is not None else None
+    f: dict[str, Any] = dict(res.get("final") or {}) if res else {}
+    value = f.get(key) if key in ("accuracy", "macro_f1") else (f.get("sets") or {}).get(key)
+    return float(value) if value is not None else None
+
+
+def set_names(rows: list[TrialRow]) -> list[str]:
+    """The evaluation sets of the trials' results, in their order (none for a classification task)."""
+    names: dict[str, None] = {}
+    for r in rows:
+        for name in ((r["result"] or {}).get("final") or {}).get("sets", {}):
+            names[name] = None
+    return list(names)
+
+
+def _stat_of(rs: list[TrialRow], key: str) -> Stat | None:
+    xs = [x for x in (final(r, key) for r in rs) if x is not None]
+    return stat(xs) if xs else None
 
 
 def points(rows: list[TrialRow]) -> list[CurvePoint]:
@@ -42,15 +58,16 @@ def points(rows: list[TrialRow]) -> list[CurvePoint]:
     cells: dict[tuple[float, tuple[tuple[str, float], ...]], list[TrialRow]] = defaultdict(list)
     for r in rows:
         cells[(r["lr"], tuple(sorted(rate_axes(r["axes"]).items())))].append(r)
+    names = set_names(rows)
     out = []
     for (lr, paired), rs in sorted(cells.items()):
-        accs = [a for a in (final(r) for r in rs) if a is not None]
-        f1s = [f for f in (final(r, "macro_f1") for r in rs) if f is not None]
-        point = CurvePoint(lr=lr, accuracy=stat(accs) if accs else None, macro_f1=stat(f1s) if f1s else None,
+        point = CurvePoint(lr=lr, accuracy=_stat_of(rs, "accuracy"), macro_f1=_stat_of(rs, "macro_f1"),
                            seeds=len(rs),
                            statuses=sorted({r["status"].value for r in rs}),
                            n_ok=sum(final(r) is not None for r in rs),
                            counts=dict(Counter(r["status"].value for r in rs)), axes=rs[0]["axes"])
+        if names:
+            point["sets"] = {n: st for n in names if (st := _stat_of(rs, n)) is not None}
         if paired:
             point["paired"] = dict(paired)
         out.append(point)

@@ -65,7 +65,7 @@ def best(store: Store) -> dict[str, Any]:
     for grp, rs in groups.items():
         curve = points(rs)
         top = best_point(curve)
-        if top is None or top["accuracy"] is None or top["macro_f1"] is None:
+        if top is None or top["accuracy"] is None:
             no_ok.append({"group": json.loads(grp), "method": json.loads(grp)["method"], "trials": len(rs),
                           "counts": dict(sorted(Counter(r["status"].value for r in rs).items()))})
             continue
@@ -82,22 +82,29 @@ def best(store: Store) -> dict[str, Any]:
             trainable_params=res[0]["trainable_params"] if res else None,
             fused=max((x.get("fused", 1) for x in res), default=1), trials=sum(c["seeds"] for c in curve),
             curve=curve))
+        if "sets" in top:
+            table[-1]["sets"] = top["sets"]
     peaks = [t["accuracy"]["mean"] for t in table]
     return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table, "no_ok": no_ok,
             "spread": (max(peaks) - min(peaks)) if peaks else None}
 
 
+def _pm(s: Stat | None) -> str:
+    return f"{s['mean']:.4f} ± {s['std']:.4f}" if s else "-"
+
+
 def format_best(b: dict[str, Any]) -> str:
-    head = ["method", "axes", "best lr", "λ_max", "accuracy", "macro-F1", "seeds", "train s", "peak MB", "params",
-            "trials"]
+    sets = list(dict.fromkeys(n for t in b["table"] for n in t.get("sets", {})))
+    head = ["method", "axes", "best lr", "λ_max", "mean of sets" if sets else "accuracy", *sets,
+            *([] if sets else ["macro-F1"]), "seeds", "train s", "peak MB", "params", "trials"]
     lines = []
     for t in sorted(b["table"], key=lambda t: -t["accuracy"]["mean"]):
         axes = ",".join(f"{k}={num(v)}"
                         for k, v in t["group"].items() if k != "method") or "-"
         lines.append([t["method"], axes, num(t["best_lr"]),
                       f"{t['lambda_max']:.4g}" if t.get("lambda_max") is not None else "-",
-                      f"{t['accuracy']['mean']:.4f} ± {t['accuracy']['std']:.4f}",
-                      f"{t['macro_f1']['mean']:.4f} ± {t['macro_f1']['std']:.4f}", str(t["seeds"]),
+                      _pm(t["accuracy"]), *(_pm(t.get("sets", {}).get(n)) for n in sets),
+                      *([] if sets else [_pm(t["macro_f1"])]), str(t["seeds"]),
                       f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",
                       f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "-",
                       f"{t['trainable_params']:,}" if t["trainable_params"] else "-", str(t["trials"])])
