@@ -122,6 +122,13 @@ class SftData(BaseModel):
     max_new_tokens: PositiveInt | None = Field(None, description="caps every set's generation budget")
     stop: list[str] = Field(default_factory=list, description="generation stops at any of these strings")
 
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        if v not in ("alpaca", "chat") and (v.count("{instruction}") != 1 or v.count("{input}") > 1):
+            raise ValueError("must be 'alpaca', 'chat' or a string holding {instruction} once (and {input} at most once)")
+        return v
+
     @model_validator(mode="after")
     def _distinct_names(self) -> SftData:
         names = [s.name for s in self.eval]
