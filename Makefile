@@ -5,6 +5,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(if $(LORABENCH_DATA_DIR),$(LORABENCH_DATA_DIR),$(wildcard ../shared/data/sst2))
+# The folder holding math/, commonsense/ …: the generative tasks' relative data paths start there.
+DATA_ROOT ?= $(if $(LORABENCH_DATA_ROOT),$(LORABENCH_DATA_ROOT),$(wildcard ../shared/data))
 BENCH_CASES ?= cpu
 BENCH_ARGS  ?=
 
@@ -34,10 +36,10 @@ demo-run: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(VENV)/bin/lorabench train configs/sst2-minilm.yaml -o runs/demo-$$(date +%s)
 
 test: $(STAMP)
-	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q
+	LORABENCH_DATA_DIR=$(DATA) LORABENCH_DATA_ROOT=$(DATA_ROOT) $(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	LORABENCH_DATA_DIR=$(DATA) $(PY) -m pytest -q -m "not slow"
+	LORABENCH_DATA_DIR=$(DATA) LORABENCH_DATA_ROOT=$(DATA_ROOT) $(PY) -m pytest -q -m "not slow"
 
 # ruff (pyflakes, bugbear, pyupgrade, complexity ≤ 12), mypy, the import-layer contract, functions ≤ 60 lines.
 lint: $(STAMP)
@@ -58,15 +60,19 @@ bench: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/compare.py --cases $(BENCH_CASES) $(BENCH_ARGS)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/fusion.py --case minilm-cls
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/hessian.py --case minilm-cpu
+	LORABENCH_DATA_ROOT=$(DATA_ROOT) $(PY) bench/generation.py --case tiny-cpu
+	LORABENCH_DATA_ROOT=$(DATA_ROOT) $(PY) bench/generation.py --case tinyllama1b-cpu
 	$(PY) bench/report.py
 
 # The GPU cases (needs CUDA): Trainer comparison on the TinyLlama-1.1B architecture, a fused 12-point
-# grid, every method's peak memory at rank 32, and the Hessian time per block.
+# grid, every method's peak memory at rank 32, the Hessian time per block, and Qwen3-0.6B-architecture generation
+# throughput (batched vs one at a time).
 bench-gpu: $(STAMP)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/compare.py --cases gpu $(BENCH_ARGS)
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/fusion.py --case tinyllama1b-lm
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/memory.py
 	LORABENCH_DATA_DIR=$(DATA) $(PY) bench/hessian.py --case tinyllama1b-gpu --no-recompute
+	LORABENCH_DATA_ROOT=$(DATA_ROOT) $(PY) bench/generation.py --case qwen3-0.6b-gpu
 	$(PY) bench/report.py
 
 clean:

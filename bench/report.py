@@ -279,6 +279,25 @@ def render_memory(result: Result) -> str:
                     rows, "lllrrrc"))
 
 
+GENERATION_INTRO = """
+Greedy decoding of Alpaca-formatted GSM8K questions with lorabench's decoder (left padding, KV cache), batched
+and one prompt at a time, in one process, on a model built locally with random weights. Tokens per second count
+new tokens only, over the whole decode (prompt prefill included). "Same tokens": prompts whose batched output
+equals the one-at-a-time output token for token.
+"""
+
+
+@renderer("generation", "Generation throughput: batched vs one at a time", intro=GENERATION_INTRO)
+def render_generation(result: Result) -> str:
+    rows = [[f"batched ({result['batch']})", fmt(result["batched_tokens_per_s"], "{:.1f}"),
+             fmt(result["batched_seconds"], "{:.1f}")],
+            ["one at a time", fmt(result["single_tokens_per_s"], "{:.1f}"), fmt(result["single_seconds"], "{:.1f}")]]
+    return (f"`{result['arch']}` ({result['dtype']}, {result['device']}): {result['prompts']} prompts of "
+            f"{result['prompt_tokens_mean']:.0f} tokens on average, {result['new']} new tokens each. Batched / one at "
+            f"a time: **×{result['ratio']:.2f}**; same tokens for {result['same_tokens']}/{result['prompts']}.\n\n"
+            + table(["decoding", "new tokens/s", "seconds"], rows, "lrr"))
+
+
 def render_generic(result: Result) -> str:
     """Any result: its scalar top-level fields, in file order."""
     rows = [[f"`{k}`", fmt(v)] for k, v in result.items()

@@ -7,6 +7,7 @@ method's options with their defaults filled in.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from .errors import ConfigError, config_error
 from .evaluators.registry import EVALUATORS, unknown_evaluator
 from .methods.registry import method_options, option_owner
+from .tiny_llama import ARCHS
 
 SST2_TEMPLATE = "Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n"
 
@@ -32,7 +34,7 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _default_head(self) -> ModelConfig:
         if self.head is None:
-            self.head = "lm" if self.name == "tiny-llama" or "llama" in self.name.lower() else "cls"
+            self.head = "lm" if self.name in ARCHS or "llama" in self.name.lower() else "cls"
         return self
 
 
@@ -160,6 +162,8 @@ class RunConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "linear", "cosine"] = "linear"
     warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="warmup as a share of steps (ceil(ratio × steps), as "
+                                                             "transformers counts it); not with warmup_steps")
     steps: PositiveInt = 300
     batch_size: PositiveInt = 16
     grad_accum: PositiveInt = 1
@@ -199,6 +203,16 @@ class RunConfig(BaseModel):
         for key, value in opts.model_dump().items():
             setattr(self, key, value)
         return self
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> RunConfig:
+        if self.warmup_ratio and self.warmup_steps:
+            raise ConfigError("warmup_ratio: give warmup_steps or warmup_ratio, not both")
+        return self
+
+    def warmup(self) -> int:
+        """Warmup steps: ``warmup_steps``, or ⌈``warmup_ratio`` × ``steps``⌉."""
+        return math.ceil(self.warmup_ratio * self.steps) if self.warmup_ratio else self.warmup_steps
 
     def options(self) -> dict[str, Any]:
         """The chosen method's options, defaults filled in."""

@@ -1,8 +1,9 @@
 """Llama models built locally from a config, with random weights and a locally trained tokenizer.
 
 ``tiny-llama`` (2 layers, width 64) makes the ``lm`` path testable in seconds on a CPU.
-``tinyllama-1.1b-arch`` has TinyLlama-1.1B's exact architecture with random weights, for speed and
-memory measurements where the hub is out of reach (neither depends on the weights' values).
+``tinyllama-1.1b-arch`` has TinyLlama-1.1B's exact architecture and ``qwen3-0.6b-arch`` Qwen3-0.6B-Base's, with
+random weights, for speed and memory measurements where the hub is out of reach (neither depends on the weights'
+values).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -56,19 +58,27 @@ ARCHS: dict[str, dict[str, Any]] = {  # LlamaConfig arguments
     "tinyllama-1.1b-arch": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                                 num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
                                 rms_norm_eps=1e-5, rope_theta=10000.0, vocab_size=32000),
+    # Qwen/Qwen3-0.6B-Base's config.json (the study's smallest model)
+    "qwen3-0.6b-arch": dict(family="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                            num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+                            rms_norm_eps=1e-6, rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
 }
 
 
 def build_llama(arch: str, tokenizer: PreTrainedTokenizerFast, *, dtype: torch.dtype, seed: int = 0,
-                attn_implementation: str | None = None) -> LlamaForCausalLM:
-    """A randomly initialised LlamaForCausalLM of architecture ``arch``; weights depend only on ``seed``."""
+                attn_implementation: str | None = None) -> PreTrainedModel:
+    """A randomly initialised causal LM of architecture ``arch`` (Llama, or Qwen3 for ``qwen3-*``); weights depend
+    only on ``seed``."""
     spec = dict(ARCHS[arch])
+    family = spec.pop("family", "llama")
     spec.setdefault("vocab_size", len(tokenizer))
-    config = LlamaConfig(**spec, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    spec.setdefault("tie_word_embeddings", False)
+    config_class = Qwen3Config if family == "qwen3" else LlamaConfig
+    config = config_class(**spec, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
     if attn_implementation:
         config._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = (Qwen3ForCausalLM if family == "qwen3" else LlamaForCausalLM)(config)
     return model.to(dtype)  # type: ignore[arg-type]  # transformers types `to` as functools.wraps(nn.Module.to)

@@ -170,7 +170,7 @@ class Lane:
 
     @classmethod
     def of(cls, p: Prepared, record: RunRecord) -> Lane:
-        sched = get_scheduler(SCHEDULES[p.cfg.schedule], p.optimizer, num_warmup_steps=p.cfg.warmup_steps,
+        sched = get_scheduler(SCHEDULES[p.cfg.schedule], p.optimizer, num_warmup_steps=p.cfg.warmup(),
                               num_training_steps=p.cfg.steps)
         return cls(p, record, sched, train_order(p.train, p.cfg))
 

@@ -222,7 +222,7 @@ def shared_setup(data: SweepData) -> list[tuple[str, str]]:
     """The run settings common to every trial (those that vary are marked as swept)."""
     keys = [("model", ("model", "name")), ("head", ("model", "head")), ("rank", ("rank",)), ("alpha", ("alpha",)),
             ("target modules", ("target_modules",)), ("schedule", ("schedule",)),
-            ("warmup steps", ("warmup_steps",)), ("steps", ("steps",)), ("batch size", ("batch_size",)),
+            ("warmup steps", ("warmup_steps",)), ("warmup ratio", ("warmup_ratio",)), ("steps", ("steps",)), ("batch size", ("batch_size",)),
             ("gradient accumulation", ("grad_accum",)), ("max grad norm", ("max_grad_norm",)),
             ("weight decay", ("weight_decay",)), ("train examples", ("data", "n_train")),
             ("dev examples", ("data", "n_eval")), ("train data", ("data", "train", "path")),

@@ -99,7 +99,7 @@ def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
     return store.get_meta("hessian") or {}
 
 
-HESSIAN_BLIND = ("lr", "steps", "batch_size", "grad_accum", "warmup_steps", "schedule", "eval_every",
+HESSIAN_BLIND = ("lr", "steps", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "schedule", "eval_every",
                  "eval_batch_size", "save_adapter", "report_to")  # no effect on the loss or the init
 
 
