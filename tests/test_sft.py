@@ -262,3 +262,52 @@ def test_bad_config_is_one_line_exit_2(over, message, sft_dir, tmp_path):
     r = runner.invoke(app, ["train", str(cfg), "-o", str(tmp_path / "run"), "-q"])
     assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_hessian_of_an_sft_run_covers_response_tokens_only(sft_dir, tmp_path, one_thread):
+    import yaml
+
+    from lorabench.hessian import hessian_batches
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(sft_config(sft_dir, target_modules=["q_proj"], device="cpu")))
+    out = tmp_path / "h.json"
+    r = runner.invoke(app, ["hessian", str(cfg), "--samples", "6", "--layers", "0", "--modules", "q_proj", "-q",
+                            "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    h = json.loads(out.read_text())
+    p = prepare(validate(sft_config(sft_dir, target_modules=["q_proj"], device="cpu")))
+    batches = hessian_batches(p, 6, 32)
+    response = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
+    all_tokens = sum(int(b["attention_mask"][:, 1:].sum()) for b in batches)
+    assert h["loss_terms"] == response < all_tokens
+    assert h["lambda_max"] > 0 and set(h["data_files"]) == {"train", "eval:gsm8k"}
+
+
+@pytest.mark.slow
+def test_shipped_tiny_math_sweep_runs_end_to_end_with_per_set_figures(tmp_path, monkeypatch):
+    import csv
+
+    from .conftest import require_data_root
+
+    monkeypatch.setenv("LORABENCH_DATA_ROOT", str(require_data_root()))
+    out = tmp_path / "sweep"
+    r = runner.invoke(app, ["sweep", "configs/sweep-sft-math-tinyllama.yaml", "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    b = runner.invoke(app, ["best", str(out)])
+    assert b.exit_code == 0 and "mean of sets" in b.output and "gsm8k" in b.output and "math500" in b.output
+    rows = [line.split() for line in b.output.splitlines() if line.startswith(("lora ", "pissa "))]
+    assert len(rows) == 2 and all(row[3] != "-" for row in rows)  # λ_max measured per method
+    for run_dir in out.glob("trials/*"):
+        gens = [json.loads(x) for x in (run_dir / "generations.jsonl").read_text().splitlines()]
+        assert [g["set"] for g in gens].count("gsm8k") == 50 and [g["set"] for g in gens].count("math500") == 25
+        res = json.loads((run_dir / "result.json").read_text())
+        assert set(res["final"]["sets"]) == {"gsm8k", "math500"}
+        assert res["final"]["accuracy"] == sum(res["final"]["sets"].values()) / 2
+    rep = runner.invoke(app, ["report", str(out), "-o", str(out / "report")])
+    assert rep.exit_code == 0, rep.output
+    table = list(csv.DictReader((out / "report" / "tables" / "comparison.csv").open()))
+    assert {t["method"] for t in table} == {"lora", "pissa"}
+    assert all(0 <= float(t["gsm8k_mean"]) <= 1 and 0 <= float(t["math500_mean"]) <= 1 for t in table)
+    html = (out / "report" / "report.html").read_text()
+    assert "gsm8k (%)" in html and "math500 (%)" in html and "mean over sets (%)" in html

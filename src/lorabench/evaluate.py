@@ -13,6 +13,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from .data import Encoded, eval_batches
+from .records import Metrics
 
 
 @dataclass
@@ -61,6 +62,6 @@ def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.T
             for p, s in zip(preds, scores)]
 
 
-def metrics(p: Predictions) -> dict[str, float]:
-    return {"accuracy": float(accuracy_score(p.labels, p.preds)),
-            "macro_f1": float(f1_score(p.labels, p.preds, average="macro", labels=[0, 1], zero_division=0))}
+def metrics(p: Predictions) -> Metrics:
+    return Metrics(accuracy=float(accuracy_score(p.labels, p.preds)),
+                   macro_f1=float(f1_score(p.labels, p.preds, average="macro", labels=[0, 1], zero_division=0)))

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import (AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast,
+                          Qwen3Config)
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -73,12 +73,12 @@ def build_llama(arch: str, tokenizer: PreTrainedTokenizerFast, *, dtype: torch.d
     family = spec.pop("family", "llama")
     spec.setdefault("vocab_size", len(tokenizer))
     spec.setdefault("tie_word_embeddings", False)
-    config_class = Qwen3Config if family == "qwen3" else LlamaConfig
-    config = config_class(**spec, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    config: PretrainedConfig = Qwen3Config(**spec, **ids) if family == "qwen3" else LlamaConfig(**spec, **ids)
     if attn_implementation:
         config._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = (Qwen3ForCausalLM if family == "qwen3" else LlamaForCausalLM)(config)
-    return model.to(dtype)  # type: ignore[arg-type]  # transformers types `to` as functools.wraps(nn.Module.to)
+        model = AutoModelForCausalLM.from_config(config)
+    return model.to(dtype)

@@ -260,9 +260,11 @@ def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: in
     clock.start()
     for i in due:
         lanes[i].p.model.eval()
-    kw = dict(batch_size=cfg.eval_batch_size, device=dev, autocast=cfg.bf16 and dev.type == "cuda", progress=progress)
+    autocast = cfg.bf16 and dev.type == "cuda"
     try:
-        evals = forward.evaluate(due, lambda call, k: p0.task.evaluate(call, k, **kw), dev)
+        evals = forward.evaluate(due, lambda call, k: p0.task.evaluate(call, k, batch_size=cfg.eval_batch_size,
+                                                                       device=dev, autocast=autocast,
+                                                                       progress=progress), dev)
     finally:
         for i in due:
             lanes[i].p.model.train()

@@ -25,6 +25,10 @@ OWN = [f"figures/{stem}.{ext}" for stem in ("accuracy_vs_lr", "training_curves",
            for ext in ("csv", "tex")]
 
 
+HEADLINE_OF_SETS = ("The headline figure is the mean accuracy over the evaluation sets, as in the study; the best "
+                    "learning rate is chosen on it, and every set's figure is shown beside it.")
+
+
 def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | None = None,
                  zoom_steps: int | None = None) -> Path:
     """Write the report of the sweep in ``sweep_dir`` to ``out_dir``; returns the path of report.html.
@@ -61,11 +65,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | No
               Block("h2", "Summary"), Block("ul", sentences),
               Block("h2", "Comparison at each method's best setting"), Block("table", comparison),
               Block("h2", "Accuracy against learning rate"), Block("figure", by_name["accuracy_vs_lr"])]
-    if _data.metric_keys(d)[0][0] == "accuracy" and len(_data.metric_keys(d)) > 1 and \
-            _data.metric_keys(d)[1][0].startswith("set:"):
-        blocks.insert(3, Block("p", "The headline figure is the mean accuracy over the evaluation sets, as in "
-                                    "the study; the best learning rate is chosen on it, and every set's figure is "
-                                    "shown beside it."))
+    if any(k.startswith("set:") for k, _ in _data.metric_keys(d)):
+        blocks.insert(3, Block("p", HEADLINE_OF_SETS))
     curves = [f for n, f in by_name.items() if n.startswith("training_curves")]
     blocks += [Block("h2", "Training curves of the best runs")]
     blocks += [Block("figure", f) for f in curves] or [

@@ -11,12 +11,12 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 from ..errors import ConfigError
 from ..methods.registry import get_method
 from ..records import BAD, FINISHED, CurvePoint, Stat, TrialRow
-from ..sweep.curves import final, per_rate, points
+from ..sweep.curves import final, per_rate, points, set_names
 from ..sweep.summary import best as sweep_best, open_store
 from ..text import num as fmt_value
 
@@ -104,7 +104,7 @@ def metric_keys(data: SweepData) -> list[tuple[str, str]]:
     """The figures a report shows, as (key, label): accuracy and macro-F1 for a classification task; for a
     generative task the mean over its evaluation sets (the figure the best is chosen on), then each set
     (key ``set:NAME``)."""
-    sets = list(dict.fromkeys(n for r in data.finished for n in ((r["result"] or {}).get("final") or {}).get("sets", {})))
+    sets = set_names(data.finished)
     if sets:
         return [("accuracy", "mean over sets"), *((f"set:{n}", n) for n in sets)]
     return [("accuracy", "dev accuracy"), ("macro_f1", "dev macro-F1")]

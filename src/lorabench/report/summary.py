@@ -71,10 +71,10 @@ def _peaks(best: list[dict[str, Any]]) -> list[str]:
            + "."]
     for label, key in _second_figures(best):
         stats = [(t, st) for t in best if (st := stat_of(t, key)) is not None]
-        lead, lead_st = max(stats, key=lambda ts: ts[1]["mean"])
+        leader, lead_st = max(stats, key=lambda ts: ts[1]["mean"])
         spread_k = lead_st["mean"] - min(st["mean"] for _, st in stats)
-        same = lead["method"] == top["method"]
-        out.append(f"By {label} {'the same method leads' if same else lead['method'] + ' leads instead'} "
+        same = leader["method"] == top["method"]
+        out.append(f"By {label} {'the same method leads' if same else leader['method'] + ' leads instead'} "
                    f"({pts(lead_st['mean'])}%), and the peaks span {pts(spread_k)} points.")
     if len(best) >= 2:
         second = best[1]

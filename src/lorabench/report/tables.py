@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from ..records import BAD
+from ..records import BAD, Stat
 from ..sweep.curves import rate_axes
 from .data import (SweepData, explored, fmt_value, group_label, lambda_max, lr_points, metric_keys, per_method_best,
                    setting, shown, stat_of)
@@ -42,7 +42,7 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def pm(ms: Mapping[str, float], seeds: int) -> str:
+def pm(ms: Stat, seeds: int) -> str:
     """Percent, mean ± std over seeds; the mean alone for a single seed (its std is not measured)."""
     return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if seeds > 1 else "")
 

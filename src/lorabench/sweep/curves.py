@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from statistics import mean, pstdev
-from typing import Any, Literal
+from typing import Any
 
 from ..records import CurvePoint, Stat, Status, TrialRow
 
@@ -43,7 +43,8 @@ def set_names(rows: list[TrialRow]) -> list[str]:
     """The evaluation sets of the trials' results, in their order (none for a classification task)."""
     names: dict[str, None] = {}
     for r in rows:
-        for name in ((r["result"] or {}).get("final") or {}).get("sets", {}):
+        fin = r["result"]["final"] if r["result"] else None
+        for name in (fin.get("sets") or {}) if fin else {}:
             names[name] = None
     return list(names)
 

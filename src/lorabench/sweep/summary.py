@@ -10,7 +10,7 @@ from statistics import mean
 from typing import Any
 
 from ..errors import ConfigError
-from ..records import FINISHED, Status, SummaryRow
+from ..records import FINISHED, Stat, Status, SummaryRow
 from .curves import best_point, points
 from ..text import num
 from .store import Store, default_url

@@ -58,9 +58,10 @@ class Classification:
         self.prompt = D.Prompt(self.data.template, tuple(self.data.label_words)) if self.head == "lm" else None
         self.label_ids = D.label_token_ids(tokenizer, self.prompt) if self.prompt else None
         self.pad_id = tokenizer.pad_token_id
-        kw = dict(head=self.head, prompt=self.prompt, max_length=self.max_length)
-        self.train = D.encode(self.train_ex, tokenizer, train=True, **kw)
-        self.dev = D.encode(self.dev_ex, tokenizer, train=False, **kw)
+        self.train = D.encode(self.train_ex, tokenizer, head=self.head, prompt=self.prompt, max_length=self.max_length,
+                              train=True)
+        self.dev = D.encode(self.dev_ex, tokenizer, head=self.head, prompt=self.prompt, max_length=self.max_length,
+                            train=False)
 
     def describe(self) -> list[str]:
         lines = []
