@@ -49,7 +49,8 @@ def base_params(cfg: Any) -> int | None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from lorabench.models import model_source
-    from lorabench.tiny_llama import ARCHS, build_llama, build_tokenizer
+    from lorabench.archs import ARCHS
+    from lorabench.tiny_llama import build_llama, build_tokenizer
 
     try:
         with torch.device("meta"):

@@ -96,3 +96,14 @@ def test_commonsense_refuses_unparseable_gold_and_unknown_sets():
     assert get_evaluator("commonsense", "mine", {"vocabulary": "piqa"}).extract("solution2") == "solution2"
     with pytest.raises(ConfigError, match="did you mean 'gsm8k'"):
         get_evaluator("gsm8", "x")
+
+
+def test_cli_lists_the_evaluators_with_their_rules():
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    r = CliRunner().invoke(app, ["evaluators"])
+    assert r.exit_code == 0
+    assert "gsm8k        GSM8K: the first number after 'The answer is: '" in r.output
+    assert "options: strict" in r.output and "commonsense" in r.output and "at most 30 new tokens" in r.output

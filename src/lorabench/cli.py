@@ -224,6 +224,21 @@ def list_methods(
         typer.echo(f"{c.name:<{w}}  {c.summary}  [{c.paper}]")
 
 
+@app.command("evaluators")
+def list_evaluators() -> None:
+    """List the evaluators of generative tasks: name, scoring rule, default fields and generation budget."""
+    import sys
+
+    from .evaluators.registry import EVALUATORS
+
+    w = max(len(n) for n in EVALUATORS)
+    for name, cls in EVALUATORS.items():
+        rule = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].replace("``", "'")
+        typer.echo(f"{name:<{w}}  {rule}")
+        typer.echo(f"{'':<{w}}  fields: prompt {cls.prompt_field!r}, answer {cls.answer_field!r}; at most "
+                   f"{cls.max_new_tokens} new tokens; options: {', '.join(cls.Options.model_fields) or 'none'}")
+
+
 def main() -> None:
     app()
 

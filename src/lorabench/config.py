@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from .errors import ConfigError, config_error
 from .evaluators.registry import EVALUATORS, unknown_evaluator
 from .methods.registry import method_options, option_owner
-from .tiny_llama import ARCHS
+from .archs import ARCHS
 
 SST2_TEMPLATE = "Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n"
 

