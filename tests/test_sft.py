@@ -311,3 +311,37 @@ def test_shipped_tiny_math_sweep_runs_end_to_end_with_per_set_figures(tmp_path, 
     assert all(0 <= float(t["gsm8k_mean"]) <= 1 and 0 <= float(t["math500_mean"]) <= 1 for t in table)
     html = (out / "report" / "report.html").read_text()
     assert "gsm8k (%)" in html and "math500 (%)" in html and "mean over sets (%)" in html
+
+
+def test_every_shipped_config_resolves():
+    """Run configs validate as run configs, sweep configs expand into trials (no data or model needed)."""
+    from lorabench.config import load_config
+    from lorabench.sweep.config import load_sweep
+
+    configs = sorted(Path("configs").glob("*.yaml"))
+    assert len(configs) >= 11
+    for path in configs:
+        if path.name.startswith("sweep-"):
+            assert load_sweep(path).trials, path
+        else:
+            load_config(path)
+    math = load_config("configs/sft-math-qwen3.yaml")
+    assert isinstance(math.data, type(validate(sft_config(Path("."))).data))
+    assert (math.rank, math.alpha, math.batch_size * math.grad_accum, math.warmup(), math.model.max_length) == \
+        (128, 128, 64, 47, 512)
+    assert [s.evaluator for s in math.data.eval] == ["gsm8k", "math"] and math.data.train.n == 100_000
+    grid = sorted({t.config["lr"] for t in load_sweep("configs/sweep-sft-math-qwen3.yaml").trials})
+    assert len(grid) == 12 and grid[0] == 1.1247e-5 and grid[5] == 2e-4 and grid[-1] == 6.3246e-3
+
+
+def test_shipped_tiny_commonsense_config_trains_and_scores_seven_sets(tmp_path, monkeypatch, one_thread):
+    from .conftest import require_data_root
+
+    from lorabench.config import load_config
+
+    monkeypatch.setenv("LORABENCH_DATA_ROOT", str(require_data_root()))
+    r = run(load_config("configs/sft-commonsense-tinyllama.yaml"), tmp_path / "run", progress=False, log=lambda s: None)
+    assert r["status"] == "ok" and len(r["final"]["sets"]) == 7
+    assert r["counts"]["eval_examples"] == {name: 16 for name in r["final"]["sets"]}
+    gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 7 * 16 and all(g["gold"] for g in gens)

@@ -137,6 +137,9 @@ class SftData(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"evaluation set names must differ; {twice[0]!r} appears twice")
+        taken = sorted(set(names) & {"accuracy", "macro_f1", "loss", "step"})
+        if taken:
+            raise ValueError(f"evaluation set name {taken[0]!r} is taken by a metric; choose another")
         return self
 
     def root(self) -> Path:
