@@ -113,10 +113,11 @@ class Sft:
         accs: list[dict[str, float]] = [{} for _ in range(k)]
         rows: list[list[dict[str, Any]]] = [[] for _ in range(k)]
         speed = Throughput()
+        per_run = max(1, batch_size // k)  # K fused runs decode eval_batch_size rows in all: the KV cache grows with rows
         for s in self.sets:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 gens = generate_many(call, k, s.prompts, self.tokenizer, max_new_tokens=s.max_new_tokens,
-                                     batch_size=batch_size, device=device, stop=self.data.stop, progress=progress,
+                                     batch_size=per_run, device=device, stop=self.data.stop, progress=progress,
                                      desc=f"generating {s.spec.name}", throughput=speed)
             for j in range(k):
                 scored = self._score(s, gens[j])
