@@ -179,13 +179,14 @@ def build(cfg: Any, device: torch.device) -> Setup:
     from lorabench.tasks.classification import load_data
 
     head = cfg.model.head
-    train_rows, dev_rows, data_files = load_data(cfg)
+    labelled = load_data(cfg)
+    train_rows, dev_rows, data_files = labelled.train, labelled.validation, labelled.files
     if len(train_rows) < cfg.batch_size * cfg.grad_accum:
         raise BenchError(f"batch_size × grad_accum = {cfg.batch_size * cfg.grad_accum} exceeds the "
                          f"{len(train_rows)} training examples")
     torch.manual_seed(cfg.seed)  # as lorabench: a new classifier head's init depends on the run seed only
     model, tok = load_model(cfg.model)
-    prompt = D.Prompt(cfg.data.template, tuple(cfg.data.label_words)) if head == "lm" else None
+    prompt = D.Prompt(cfg.data.template, tuple(labelled.names), tuple(cfg.data.text_fields())) if head == "lm" else None
     label_ids = D.label_token_ids(tok, prompt) if prompt else None
     enc_train = D.encode(train_rows, tok, head=head, prompt=prompt, max_length=cfg.model.max_length, train=True)
     enc_dev = D.encode(dev_rows, tok, head=head, prompt=prompt, max_length=cfg.model.max_length, train=False)

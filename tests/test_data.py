@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorabench.data import Example, Prompt, label_token_ids, read_tsv, subset, train_order
+from lorabench.config import Source
+from lorabench.data import Example, Prompt, classes_of, examples_of, label_token_ids, subset, train_order
+from lorabench.data.rows import read_rows
 from lorabench.errors import ConfigError, DataError, ModelError
 from lorabench.tiny_llama import build_tokenizer
 
@@ -16,18 +18,24 @@ def _write(tmp_path: Path, body: bytes) -> Path:
     return p
 
 
+def read_tsv(path: Path) -> list[Example]:
+    rows = read_rows(Source(path=str(path)), path.parent)
+    return examples_of(rows, ["sentence"], "label", classes_of(rows, "label", [0, 1]))
+
+
 def test_reads_rows_and_hash(tmp_path):
-    split = read_tsv(_write(tmp_path, b"sentence\tlabel\na fine film\t1\na dull one\t0\n"))
-    assert list(split.examples) == [Example("a fine film", 1), Example("a dull one", 0)]
-    assert len(split.sha256) == 64
+    path = _write(tmp_path, b"sentence\tlabel\na fine film\t1\na dull one\t0\n")
+    assert read_tsv(path) == [Example(("a fine film",), 1), Example(("a dull one",), 0)]
+    assert len(read_rows(Source(path=str(path)), tmp_path).sha256) == 64
 
 
 @pytest.mark.parametrize("body, expected", [
-    (b"text\tlabel\nx\t1\n", ":1: header lacks column 'sentence'"),
-    (b"sentence\tlabel\nfine\t1\nbad\t2\n", ":3: label must be 0 or 1, found '2'"),
-    (b"sentence\tlabel\nfine\t1\n \t0\n", ":3: empty sentence"),
+    (b"text\tlabel\nx\t1\n", ":2: field 'sentence' missing (the row has label, text)"),
+    (b"sentence\tlabel\nfine\t1\nbad\t2\n", ":3: field 'label': '2' is not one of the classes ['0', '1']"),
+    (b"sentence\tlabel\nfine\t1\n \t0\n", ":3: field 'sentence' is empty"),
     (b"sentence\tlabel\nfine\t1\nno tab here\n", ":3: expected 2 tab-separated columns, found 1"),
     (b"sentence\tlabel\nfine\t1\nbad \xff byte\t0\n", ":3: invalid UTF-8"),
+    (b"sentence\tlabel\tlabel\nfine\t1\t1\n", ":1: column 'label' appears 2 times in the header"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path, body, expected):
     path = _write(tmp_path, body)
@@ -37,9 +45,9 @@ def test_bad_rows_name_file_and_line(tmp_path, body, expected):
 
 
 def test_subset_is_fixed_by_seed_only():
-    ex = [Example(str(i), i % 2) for i in range(1000)]
+    ex = [Example((str(i),), i % 2) for i in range(1000)]
     a, b, c = subset(ex, 100, 0), subset(ex, 100, 0), subset(ex, 100, 1)
-    assert a == b and a != c and len(set(e.sentence for e in a)) == 100
+    assert a == b and a != c and len(set(e.texts for e in a)) == 100
 
 
 def test_train_order_depends_on_seed_not_on_anything_else():
@@ -71,7 +79,7 @@ def test_prompt_and_label_tokens():
     tok = build_tokenizer()
     p = Prompt("Classify the sentiment of this sentence: {sentence}\n\n.Sentiment: {label}\n",
                ("negative", "positive"))
-    assert p.query("so {fun}") == "Classify the sentiment of this sentence: so {fun}\n\n.Sentiment:"
+    assert p.query(("so {fun}",)) == "Classify the sentiment of this sentence: so {fun}\n\n.Sentiment:"
     ids = label_token_ids(tok, p)
     assert [tok.decode([i]).strip() for i in ids] == ["negative", "positive"]
 

@@ -38,23 +38,6 @@ class ModelConfig(BaseModel):
         return self
 
 
-class ClassificationData(BaseModel):
-    """A classification task (SST-2): predictions scored by accuracy and macro-F1."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["classification"] = "classification"
-    task: Literal["sst2"] = "sst2"
-    dir: str | None = Field(None, description="GLUE-format folder; else $LORABENCH_DATA_DIR; else the hub")
-    n_train: PositiveInt | None = Field(20_000, description="training subset size (None: all)")
-    n_eval: PositiveInt | None = Field(None, description="evaluate on the first n dev rows (None: all)")
-    subset_seed: int = Field(0, description="fixes the training subset, the same for every run seed")
-    template: str = SST2_TEMPLATE
-    label_words: list[str] = Field(["negative", "positive"], min_length=2)
-
-    def resolved_dir(self) -> str | None:
-        return self.dir or os.environ.get("LORABENCH_DATA_DIR") or None
-
-
 class Source(BaseModel):
     """Where rows come from: a local JSON / JSON-lines file or ``datasets.save_to_disk`` folder (``path``,
     relative to ``data.dir``), or a hub dataset (``hub``, with ``subset``, ``data_dir`` and ``split``)."""
@@ -144,6 +127,43 @@ class SftData(BaseModel):
 
     def root(self) -> Path:
         return Path(self.dir or os.environ.get("LORABENCH_DATA_ROOT") or ".")
+
+
+class ClassificationData(BaseModel):
+    """A classification task: labelled texts (one field, or two for an NLI-style pair) from any source, N classes,
+    scored by accuracy and macro-F1. The defaults read a GLUE-format SST-2 folder (``train.tsv``, ``dev.tsv``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["classification"] = "classification"
+    dir: str | None = Field(None, description="the folder relative paths start from; else $LORABENCH_DATA_DIR")
+    train: Source = Field(default_factory=lambda: Source(path="train.tsv"), description="the training rows")
+    validation: Source = Field(default_factory=lambda: Source(path="dev.tsv", split="validation"),
+                               description="the rows the best setting is chosen on")
+    test: Source | None = Field(None, description="held-out rows the chosen setting is reported on")
+    text: str | list[str] = Field("sentence", description="the text field, or two fields of a pair task")
+    label: str = Field("label", description="the label field (integer or text values)")
+    labels: list[str | int] | None = Field(None, description="the classes in order (default: the training "
+                                                              "labels, sorted)")
+    n_train: PositiveInt | None = Field(20_000, description="training subset size (None: all)")
+    n_eval: PositiveInt | None = Field(None, description="a seeded, label-stratified sample of the validation "
+                                                         "rows (None: all)")
+    subset_seed: int = Field(0, description="fixes the training subset and the n_eval sample, the same for every run")
+    template: str = SST2_TEMPLATE
+    label_words: list[str] | None = Field(None, min_length=2, description="the lm head's word per class (default: "
+                                          "text labels themselves, else negative/positive for 2 classes)")
+
+    @field_validator("text")
+    @classmethod
+    def _fields(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not 1 <= len(v) <= 2:
+            raise ValueError("one text field, or two for a pair task")
+        return v
+
+    def text_fields(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+    def root(self) -> Path:
+        return Path(self.dir or os.environ.get("LORABENCH_DATA_DIR") or ".")
 
 
 TaskData = Annotated[ClassificationData | SftData, Field(discriminator="kind")]

@@ -62,6 +62,8 @@ def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.T
             for p, s in zip(preds, scores)]
 
 
-def metrics(p: Predictions) -> Metrics:
+def metrics(p: Predictions, n_classes: int) -> Metrics:
+    """Accuracy and macro-F1 (the mean F1 over all ``n_classes`` classes, a class never predicted scoring 0)."""
     return Metrics(accuracy=float(accuracy_score(p.labels, p.preds)),
-                   macro_f1=float(f1_score(p.labels, p.preds, average="macro", labels=[0, 1], zero_division=0)))
+                   macro_f1=float(f1_score(p.labels, p.preds, average="macro", labels=list(range(n_classes)),
+                                           zero_division=0)))

@@ -17,7 +17,7 @@ from .adapters import adapt, build_optimizer, count_trainable, silence_base_drop
 from .config import RunConfig
 from .errors import ConfigError
 from .models import load_model
-from .tasks import Task, load_task
+from .tasks import Classification, Task, load_task
 from .trackers import check_trackers
 
 
@@ -81,7 +81,8 @@ def prepare(cfg: RunConfig, *, attn_implementation: str | None = None) -> Prepar
         raise ConfigError(f"batch_size × grad_accum = {cfg.batch_size * cfg.grad_accum} exceeds the "
                           f"{task.size} training examples")
     torch.manual_seed(cfg.seed)  # a new classifier head's init depends on the run seed only
-    model, tok = load_model(cfg.model, attn_implementation=attn_implementation)
+    classes = len(task.names) if isinstance(task, Classification) else 2
+    model, tok = load_model(cfg.model, num_labels=classes, attn_implementation=attn_implementation)
     task.tokenize(tok)
     train = task.train
     model.to(device)

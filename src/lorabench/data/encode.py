@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from ..files import atomic_write_bytes
-from .glue import Example
+from .labelled import Example
 from .prompts import Prompt
 
 
@@ -51,21 +51,23 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _fitted(e: Example, tokenizer: Any, prompt: Prompt, max_length: int, train: bool) -> list[int]:
-    """The prompt's token ids within ``max_length``: words dropped from the end of the sentence, then (a single
+    """The prompt's token ids within ``max_length``: words dropped from the end of the longest text, then (a single
     word too long alone) characters, never the template or the label."""
-    words = e.sentence.split()
+    words = [t.split() for t in e.texts]
     while True:
-        sentence = " ".join(words)
-        x = tokenizer(prompt.full(sentence, e.label) if train else prompt.query(sentence))["input_ids"]
+        texts = tuple(" ".join(w) for w in words)
+        x = tokenizer(prompt.full(texts, e.label) if train else prompt.query(texts))["input_ids"]
         if len(x) <= max_length:
             return list(x)
-        if len(words) > 1:
-            words = words[: max(1, len(words) - max(1, (len(x) - max_length) // 2))]
-        elif words and words[0]:
-            words = [words[0][: min(len(words[0]) - 1, len(words[0]) * max_length // len(x))]]
+        j = max(range(len(words)), key=lambda k: len(texts[k]))
+        w = words[j]
+        if len(w) > 1:
+            words[j] = w[: max(1, len(w) - max(1, (len(x) - max_length) // 2))]
+        elif w and w[0]:
+            words[j] = [w[0][: min(len(w[0]) - 1, len(w[0]) * max_length // len(x))]]
         else:
             raise ConfigError(f"model.max_length: {max_length} tokens cannot hold the prompt template "
-                              f"({len(x)} tokens with an empty sentence)")
+                              f"({len(x)} tokens with empty texts)")
 
 
 def cached(key: dict[str, Any], build: Callable[[], Encoded]) -> Encoded:
@@ -93,13 +95,15 @@ def encode(examples: list[Example], tokenizer, *, head: str, prompt: Prompt | No
     key = {
         "tok": tokenizer_fingerprint(tokenizer), "head": head, "train": train, "max_length": max_length,
         "template": prompt.template if prompt else None, "labels": list(prompt.label_words) if prompt else None,
-        "data": hashlib.sha256("\n".join(f"{e.label}\t{e.sentence}" for e in examples).encode()).hexdigest(),
+        "data": hashlib.sha256("\n".join(f"{e.label}\t" + "\x1f".join(e.texts) for e in examples).encode()).hexdigest(),
+        "fields": list(prompt.fields) if prompt else None,
     }
 
     def build() -> Encoded:
         labels = [e.label for e in examples]
         if head == "cls":
-            ids = tokenizer([e.sentence for e in examples], truncation=True, max_length=max_length)["input_ids"]
+            pairs = [e.texts[1] for e in examples] if examples and len(examples[0].texts) > 1 else None
+            ids = tokenizer([e.texts[0] for e in examples], pairs, truncation=True, max_length=max_length)["input_ids"]
         else:
             assert prompt is not None
             ids = [_fitted(e, tokenizer, prompt, max_length, train) for e in examples]

@@ -1,4 +1,4 @@
-"""Rows of a generative task from a local JSON / JSON-lines file, a ``datasets.save_to_disk`` folder or the hub.
+"""Rows from a local CSV, TSV, JSON, JSON-lines or Parquet file, a ``datasets.save_to_disk`` folder or the hub.
 
 Every problem is a ``DataError`` naming the file, the line (JSON lines) or row (a JSON array) and the field,
 raised before anything is trained or written. A source keeps its first ``n`` rows in file order, or (with
@@ -8,6 +8,7 @@ raised before anything is trained or written. A source keeps its first ``n`` row
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -62,6 +63,63 @@ def _read_json_file(path: Path) -> Rows:
     return Rows(rows, where, str(path.resolve()), digest)
 
 
+def _read_delimited(path: Path, delimiter: str) -> Rows:
+    """A CSV (quoted fields allowed) or TSV (no quoting, as GLUE writes it) file with a header line."""
+    import csv
+
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 at byte {e.start}") from None
+    csv.field_size_limit(2**31 - 1)  # a long document is a row, not an error
+    lines = io.StringIO(text, newline="")
+    reader = (csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE) if delimiter == "\t"
+              else csv.reader(lines, delimiter=delimiter))
+    try:
+        return _delimited_rows(path, reader, delimiter, hashlib.sha256(raw).hexdigest())
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+
+
+def _delimited_rows(path: Path, reader: Any, delimiter: str, digest: str) -> Rows:
+    header = next(reader, None)
+    if not header:
+        raise DataError(f"{path}:1: empty file, expected a header line")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}:1: column {twice[0]!r} appears {header.count(twice[0])} times in the header")
+    rows, where = [], []
+    kind = "tab-separated" if delimiter == "\t" else "comma-separated"
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} {kind} columns, found {len(fields)}")
+        rows.append(dict(zip(header, fields)))
+        where.append(f"{path}:{reader.line_num}")
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header")
+    return Rows(rows, where, str(path.resolve()), digest)
+
+
+def _read_parquet(path: Path) -> Rows:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # not Parquet, truncated …: one line for the user
+        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    rows = table.to_pylist()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Rows(rows, [f"{path}: row {i + 1}" for i in range(len(rows))], str(path.resolve()), digest)
+
+
+READERS = {".json": _read_json_file, ".jsonl": _read_json_file, ".csv": lambda p: _read_delimited(p, ","),
+           ".tsv": lambda p: _read_delimited(p, "\t"), ".parquet": _read_parquet}
+
+
 def _from_dataset(ds: Any, source: str) -> Rows:
     rows = [dict(r) for r in ds]
     return Rows(rows, [f"{source}: row {i + 1}" for i in range(len(rows))], source,
@@ -105,11 +163,11 @@ def read_rows(src: Source, root: Path) -> Rows:
         if path.is_dir():
             rows = _read_folder(path, src.split)
         elif path.is_file():
-            if path.suffix not in (".json", ".jsonl"):
-                raise DataError(f"{path}: expected a .json or .jsonl file, or a datasets folder")
-            rows = _read_json_file(path)
+            if path.suffix not in READERS:
+                raise DataError(f"{path}: expected a {', '.join(READERS)} file, or a datasets folder")
+            rows = READERS[path.suffix](path)
         else:
-            raise DataError(f"{path}: file not found (relative paths start from data.dir or $LORABENCH_DATA_ROOT)")
+            raise DataError(f"{path}: file not found (relative paths start from data.dir)")
     return take(rows, src.n, src.sample_seed)
 
 
@@ -123,13 +181,17 @@ def take(rows: Rows, n: int | None, seed: int | None) -> Rows:
     return Rows([rows.rows[i] for i in idx], [rows.where[i] for i in idx], rows.source, rows.sha256)
 
 
-def text_field(rows: Rows, i: int, field: str, *, required: bool = True) -> str:
-    """Row ``i``'s ``field`` as text; a missing, non-text or (if ``required``) empty field is a ``DataError``."""
+def value_field(rows: Rows, i: int, field: str) -> Any:
+    """Row ``i``'s ``field`` as stored; a missing field is a ``DataError`` naming the fields there are."""
     row = rows.rows[i]
     if field not in row:
-        near = ", ".join(sorted(row)[:8])
-        raise DataError(f"{rows.where[i]}: field {field!r} missing (the row has {near})")
-    value = row[field]
+        raise DataError(f"{rows.where[i]}: field {field!r} missing (the row has {', '.join(sorted(row)[:8])})")
+    return row[field]
+
+
+def text_field(rows: Rows, i: int, field: str, *, required: bool = True) -> str:
+    """Row ``i``'s ``field`` as text; a missing, non-text or (if ``required``) empty field is a ``DataError``."""
+    value = value_field(rows, i, field)
     if value is None and not required:
         return ""
     if not isinstance(value, str):

@@ -256,7 +256,9 @@ def task_label(cfg: dict[str, Any]) -> str:
         sets = ", ".join(f"{e['name']} ({e['evaluator']}{', ' + str(e['n']) + ' rows' if e.get('n') else ''})"
                          for e in d.get("eval", []))
         return f"supervised fine-tuning scored by generation on {sets}"
-    return str(d.get("task", "?"))
+    train = d.get("train") or {}
+    where = train.get("path") or f"hub:{train.get('hub')}"
+    return f"classification of {where}" + (f" (and test {(d.get('test') or {}).get('path')})" if d.get("test") else "")
 
 
 def provenance(data: SweepData) -> list[tuple[str, str]]:
