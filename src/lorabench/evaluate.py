@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -62,8 +63,27 @@ def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.T
             for p, s in zip(preds, scores)]
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def accuracy_interval(correct: list[bool], level: float = 0.95, seed: int = 0) -> list[float]:
+    """The percentile bootstrap interval of the mean of ``correct`` over resampled examples (scipy), seeded so
+    that it is reproducible."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(correct, dtype=float)
+    if len(x) < 2 or x.min() == x.max():
+        return [float(x.mean()), float(x.mean())] if len(x) else [0.0, 0.0]
+    res = bootstrap((x,), np.mean, confidence_level=level, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
 def metrics(p: Predictions, n_classes: int) -> Metrics:
-    """Accuracy and macro-F1 (the mean F1 over all ``n_classes`` classes, a class never predicted scoring 0)."""
+    """Accuracy with its 95% bootstrap interval over the examples, and macro-F1 (the mean F1 over all ``n_classes``
+    classes, a class never predicted scoring 0)."""
+    correct = [y == q for y, q in zip(p.labels, p.preds)]
     return Metrics(accuracy=float(accuracy_score(p.labels, p.preds)),
                    macro_f1=float(f1_score(p.labels, p.preds, average="macro", labels=list(range(n_classes)),
-                                           zero_division=0)))
+                                           zero_division=0)),
+                   accuracy_ci=accuracy_interval(correct))

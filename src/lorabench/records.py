@@ -50,6 +50,7 @@ class Metrics(TypedDict):
 
     accuracy: float
     macro_f1: float | None
+    accuracy_ci: NotRequired[list[float]]  # 95% bootstrap interval of the accuracy over the evaluated examples
     sets: NotRequired[dict[str, float]]
 
 
@@ -79,7 +80,9 @@ class LaneResult(TypedDict):
     fused: int  # how many runs trained together (1: alone); cost columns are then shares of the group's
     trainable_params: int
     tokens_seen: int
-    one_class: bool  # its last dev predictions were all one class (a constant predictor)
+    one_class: bool  # its last dev predictions were all one class (a constant predictor): degenerate
+    majority: float | None  # the validation split's majority-class accuracy (classification), the baseline
+    held_out: dict[str, Metrics]  # metrics on held-out splits (e.g. "test"), measured once after training
     train_loss_last: float | None
     error: str | None
     artefact_errors: list[str]  # writes that failed (predictions, adapter, result.json); the run itself stands
@@ -129,7 +132,7 @@ class TrialRow(TypedDict):
 
 class Stat(TypedDict):
     mean: float
-    std: float
+    std: float | None  # the sample std (ddof = 1) over seeds; None with one seed
 
 
 class CurvePoint(TypedDict):

@@ -163,6 +163,7 @@ class Lane:
     error: str | None = None
     eval_seconds: float = 0.0
     eval_examples: int = 0
+    held_out: dict[str, Evaluation] = field(default_factory=dict)  # e.g. the test split, after training
     new_tokens: int = 0  # generated in evaluations (generative tasks)
     generation_seconds: float = 0.0
     zero_steps: int = 0  # consecutive steps with a zero gradient norm
@@ -207,7 +208,7 @@ class Lane:
         self.new_tokens += ev.extra.get("new_tokens", 0)
         self.generation_seconds += ev.extra.get("generation_seconds", 0.0)
         m = ev.metrics
-        self.row.update({f"eval_{k}": v for k, v in m.items() if k != "sets" and v is not None})
+        self.row.update({f"eval_{k}": v for k, v in m.items() if isinstance(v, float)})
         self.row.update({f"eval_{name}": v for name, v in m.get("sets", {}).items()})
         if self.best["accuracy"] is None or m["accuracy"] > self.best["accuracy"]:
             self.best = BestMetrics(accuracy=m["accuracy"], macro_f1=m["macro_f1"], step=step)
@@ -231,6 +232,8 @@ class Lane:
             generation_tokens_per_second=self.new_tokens / self.generation_seconds if self.generation_seconds else None,
             peak_memory_mb=memory[0], memory_kind=memory[1], fused=fused, trainable_params=self.p.trainable_params,
             tokens_seen=self.tokens_seen, one_class=self.last is not None and self.last.one_class,
+            majority=self.last.extra.get("majority") if self.last else None,
+            held_out={split: ev.metrics for split, ev in self.held_out.items()} if ok else {},
             train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error,
             artefact_errors=failed_writes)
 
@@ -239,10 +242,13 @@ class Lane:
         mount costs the artefact, not what was trained."""
         c, failed, artefact = self.p.cfg, [], self.p.task.artefact
         if self.last is not None and self.status in (Status.OK, Status.COLLAPSED):
-            try:
-                self.record.rows(artefact, self.last.rows)
-            except OSError as e:
-                failed.append(f"{artefact}: {e}")
+            named = {artefact: self.last.rows} | {
+                artefact.replace(".jsonl", f".{split}.jsonl"): ev.rows for split, ev in self.held_out.items()}
+            for name, rows in named.items():
+                try:
+                    self.record.rows(name, rows)
+                except OSError as e:
+                    failed.append(f"{name}: {e}")
         if self.last is not None and self.status is Status.OK and c.save_adapter:
             model = cast("PeftModel", self.p.model)  # an adapted model
             try:
@@ -252,8 +258,10 @@ class Lane:
         return failed
 
 
-def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int, progress: bool = False) -> None:
-    """Evaluations of runs ``due`` (in eval mode), the time shared equally between them."""
+def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int, progress: bool = False,
+                   split: str = "validation") -> None:
+    """Evaluations of runs ``due`` (in eval mode) on ``split``, the time shared equally between them: the validation
+    split during training (it picks the best), a held-out split once after it."""
     p0 = lanes[0].p
     cfg, dev = p0.cfg, p0.device
     clock = Stopwatch(dev)
@@ -264,13 +272,16 @@ def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: in
     try:
         evals = forward.evaluate(due, lambda call, k: p0.task.evaluate(call, k, batch_size=cfg.eval_batch_size,
                                                                        device=dev, autocast=autocast,
-                                                                       progress=progress), dev)
+                                                                       progress=progress, split=split), dev)
     finally:
         for i in due:
             lanes[i].p.model.train()
     clock.pause()
     for i, ev in zip(due, evals, strict=True):
-        lanes[i].evaluated(ev, clock.total / len(due), step)
+        if split == "validation":
+            lanes[i].evaluated(ev, clock.total / len(due), step)
+        else:
+            lanes[i].held_out[split] = ev
 
 
 def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward, progress: bool = True,
@@ -309,6 +320,9 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward,
                 _progress(bar, lanes)
                 if on_step is not None:
                     on_step(step)
+            ok = [i for i, lane in enumerate(lanes) if lane.status is Status.RUNNING]
+            for split in ps[0].task.held_out if ok else ():
+                evaluate_lanes(lanes, ok, forward, cfg.steps, progress, split)
         for lane in lanes:
             lane.stop(Status.OK)
     except Exception as e:  # a run that crashes is a result; KeyboardInterrupt still ends the program

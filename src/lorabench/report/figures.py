@@ -106,7 +106,7 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
             have = [(p["lr"], st) for p in ok if (st := stat_of(p, key)) is not None]
             x = [lr for lr, _ in have]
             y = [100 * st["mean"] for _, st in have]
-            e = [100 * st["std"] for _, st in have]
+            e = [100 * (st["std"] or 0.0) for _, st in have]
             ax.errorbar(x, y, yerr=e if any(e) else None, color=color, ls=ls, marker=mk, ms=4, capsize=2,
                         label=group_label(t["group"]) if ax is axes[0] else None)
             if t["best_lr"] in x:
@@ -288,7 +288,7 @@ def sensitivity(data: SweepData, out_dir: Path) -> list[Figure]:
             col = c[rest["method"]]
             x = [t["group"][axis] for t in ts]
             axes[0].errorbar(x, [100 * t["accuracy"]["mean"] for t in ts],
-                             yerr=[100 * t["accuracy"]["std"] for t in ts], marker=mk[rest["method"]], ms=4,
+                             yerr=[100 * (t["accuracy"]["std"] or 0.0) for t in ts], marker=mk[rest["method"]], ms=4,
                              capsize=2, color=col,
                              label=group_label(rest))
             axes[1].plot(x, [t["best_lr"] for t in ts], marker=mk[rest["method"]], ms=4, color=col)

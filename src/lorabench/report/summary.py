@@ -79,8 +79,8 @@ def _peaks(best: list[dict[str, Any]]) -> list[str]:
     if len(best) >= 2:
         second = best[1]
         gap = top["accuracy"]["mean"] - second["accuracy"]["mean"]
-        stds = [top["accuracy"]["std"], second["accuracy"]["std"]]
-        if max(t["seeds"] for t in best[:2]) > 1 and gap > 0:
+        stds = [top["accuracy"]["std"] or 0.0, second["accuracy"]["std"] or 0.0]
+        if min(t["seeds"] for t in best[:2]) > 1 and gap > 0:
             verdict = "larger" if gap > sum(stds) else "smaller"
             out.append(f"The gap between the first two ({pts(gap)} points) is {verdict} than the sum of their std "
                        f"over seeds ({pts(sum(stds))} points).")
@@ -194,7 +194,9 @@ def _seeds(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
     seeds = sorted({r["seed"] for r in data.rows})
     if len(seeds) == 1:
         return [f"Every setting ran with one seed ({seeds[0]}): no spread over seeds is measured."]
-    stds = [t["accuracy"]["std"] for t in best]
+    stds = [t["accuracy"]["std"] for t in best if t["accuracy"]["std"] is not None]
+    if not stds:
+        return ["No setting finished ok with more than one seed: no spread over seeds is measured."]
     return [f"Over {len(seeds)} seeds, the std of accuracy at the best settings ranges from {pts(min(stds))} to "
             f"{pts(max(stds))} points (mean {pts(mean(stds))})."]
 

@@ -44,7 +44,7 @@ def pct(x: float | None) -> str:
 
 def pm(ms: Stat, seeds: int) -> str:
     """Percent, mean ± std over seeds; the mean alone for a single seed (its std is not measured)."""
-    return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if seeds > 1 else "")
+    return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if ms["std"] is not None else "")
 
 
 def statuses_str(st: dict[str, int]) -> str:

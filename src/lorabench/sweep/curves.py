@@ -13,7 +13,7 @@ such an axis sets, see ``Method.rate_axes``); nothing here names a method.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Any
 
 from ..records import CurvePoint, Stat, Status, TrialRow
@@ -27,7 +27,8 @@ def rate_axes(axes: dict[str, Any]) -> dict[str, float]:
 
 
 def stat(xs: list[float]) -> Stat:
-    return Stat(mean=mean(xs), std=pstdev(xs) if len(xs) > 1 else 0.0)
+    """Mean and sample standard deviation (ddof = 1) over seeds; the std is None for one seed (unknown, not 0)."""
+    return Stat(mean=mean(xs), std=stdev(xs) if len(xs) > 1 else None)
 
 
 def final(r: TrialRow, key: str = "accuracy") -> float | None:

@@ -90,7 +90,10 @@ def best(store: Store) -> dict[str, Any]:
 
 
 def _pm(s: Stat | None) -> str:
-    return f"{s['mean']:.4f} ± {s['std']:.4f}" if s else "-"
+    """Mean ± sample std; the mean alone for one seed (its spread is unknown)."""
+    if s is None:
+        return "-"
+    return f"{s['mean']:.4f}" + (f" ± {s['std']:.4f}" if s["std"] is not None else "")
 
 
 def format_best(b: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ class Task(Protocol):
     size: int  # training examples
     train: Encoded  # set by tokenize
     artefact: str  # the run folder's file of per-example outputs
+    held_out: tuple[str, ...]  # splits evaluated once, after training (e.g. a classification task's "test")
     files: dict[str, dict[str, str]]  # every data file read: its source and sha256
     counts: dict[str, Any]  # recorded in result.json (label counts, examples without loss …)
 
@@ -41,8 +42,8 @@ class Task(Protocol):
         ...
 
     def evaluate(self, call: ModelCall, k: int, *, batch_size: int, device: torch.device, autocast: bool,
-                 progress: bool) -> list[Evaluation]:
-        """Evaluate K models (``call`` runs them on a stacked batch, see :mod:`lorabench.generate`)."""
+                 progress: bool, split: str = "validation") -> list[Evaluation]:
+        """Evaluate K models on ``split`` (``call`` runs them on a stacked batch, see :mod:`lorabench.generate`)."""
         ...
 
 

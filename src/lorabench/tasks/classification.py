@@ -87,6 +87,7 @@ class Classification:
         self.data, self.head, self.max_length = cfg.data, cfg.model.head, cfg.model.max_length
         self.labelled = load_data(cfg)
         self.files, self.names = self.labelled.files, self.labelled.names
+        self.held_out: tuple[str, ...] = ("test",) if self.labelled.test is not None else ()
         self.size = len(self.labelled.train)
         n = len(self.names)
         counts = {"train": D.label_counts(self.labelled.train, n), "dev": D.label_counts(self.labelled.validation, n)}
@@ -124,4 +125,10 @@ class Classification:
         preds = predict_many(logits, k, enc, head=self.head, pad_id=self.pad_id, batch_size=batch_size,
                              device=device, label_ids=self.label_ids, autocast=autocast)
         return [Evaluation(metrics(p, len(self.names)), p.rows(self.names), len(enc),
-                           one_class=len(set(p.preds)) == 1 and len(set(p.labels)) > 1) for p in preds]
+                           one_class=len(set(p.preds)) == 1 and len(set(p.labels)) > 1,
+                           extra={"majority": majority(p.labels)}) for p in preds]
+
+
+def majority(labels: list[int]) -> float:
+    """The accuracy of always predicting the most frequent class (the baseline a classifier must beat)."""
+    return max(labels.count(y) for y in set(labels)) / len(labels) if labels else 0.0

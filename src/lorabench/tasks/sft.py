@@ -72,6 +72,7 @@ def file_hashes(data: SftData) -> dict[str, str] | None:
 
 class Sft:
     artefact = "generations.jsonl"
+    held_out: tuple[str, ...] = ()  # the evaluation sets are the held-out data
 
     def __init__(self, cfg: RunConfig) -> None:
         assert isinstance(cfg.data, SftData)
@@ -109,7 +110,7 @@ class Sft:
         return lines
 
     def evaluate(self, call: ModelCall, k: int, *, batch_size: int, device: torch.device, autocast: bool,
-                 progress: bool) -> list[Evaluation]:
+                 progress: bool, split: str = "validation") -> list[Evaluation]:
         accs: list[dict[str, float]] = [{} for _ in range(k)]
         rows: list[list[dict[str, Any]]] = [[] for _ in range(k)]
         speed = Throughput()
