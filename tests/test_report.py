@@ -85,7 +85,10 @@ def test_comparison_table_has_the_numbers_of_best(real):
     sweep, out, _ = real
     b = _per_method_best(best(open_store(sweep)))
     rows = list(csv.DictReader((out / "tables/comparison.csv").open()))
+    baseline = [r for r in rows if r["method"] == "majority class"]
+    rows = [r for r in rows if r["method"] != "majority class"]
     assert sorted(r["method"] for r in rows) == sorted(b)
+    assert len(baseline) == 1 and 0.5 <= float(baseline[0]["accuracy_mean"]) < 1  # the most frequent class's share
     for r in rows:
         t = b[r["method"]]
         assert float(r["best_lr"]) == t["best_lr"]

@@ -163,9 +163,14 @@ class SummaryRow(TypedDict):
     macro_f1: Stat | None
     sets: NotRequired[dict[str, Stat]]
     seeds: int
-    train_seconds: float | None
+    test: Stat | None  # held-out test accuracy over the ok seeds at the best setting (chosen on validation)
+    majority: float | None  # the validation split's majority-class accuracy
+    degenerate: int  # ok seeds at the best setting that predict a single class
+    train_seconds: float | None  # costs from runs that trained alone (cost_source); None if none did
+    samples_per_second: float | None
     peak_memory_mb: float | None
     memory_kind: str | None
+    cost_source: str  # "trials" (they trained alone), "cost pass" (timed alone afterwards) or "none"
     trainable_params: int | None
     fused: int
     trials: int

@@ -280,3 +280,56 @@ def provenance(data: SweepData) -> list[tuple[str, str]]:
         if p.get("host"):
             vals["host"].add(str(p["host"]))
     return [(k, "; ".join(sorted(v))) for k, v in vals.items()]
+
+
+# --- significance against the reference method ---------------------------------------------------------
+
+REFERENCE = "lora"  # the method every other is tested against
+
+
+def evaluated_split(data: SweepData) -> str:
+    """The split the comparison reports: ``test`` when the trials evaluated one, else ``validation``."""
+    held = [r["result"].get("held_out") or {} for r in data.finished if r["result"]]
+    return "test" if any("test" in h for h in held) else "validation"
+
+
+def _correct(data: SweepData, r: TrialRow, split: str) -> dict[int, bool] | None:
+    """Example index → whether the run predicted it right, from its predictions file on ``split``."""
+    folder = run_dir(data, r)
+    name = "predictions.test.jsonl" if split == "test" else "predictions.jsonl"
+    if folder is None or not (folder / name).is_file():
+        return None
+    rows = [json.loads(x) for x in (folder / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+    return {int(p["index"]): p["label"] == p["prediction"] for p in rows}
+
+
+def paired_test(data: SweepData, t: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any] | None:
+    """McNemar's exact test of a method's best run against the reference's on the same examples (same seed when
+    both ran it): ``b`` examples only the method gets right, ``c`` only the reference; the two-sided p-value is the
+    binomial test of b against b + c at 1/2. None when a predictions file is missing."""
+    from scipy.stats import binomtest
+
+    mine, theirs = best_run(data, t), best_run(data, ref)
+    if mine is None or theirs is None:
+        return None
+    same_seed = [r for r in data.group_rows(ref["group"]) if r["lr"] == ref["best_lr"] and r["seed"] == mine["seed"]
+                 and final(r) is not None]
+    theirs = same_seed[0] if same_seed else theirs
+    split = evaluated_split(data)
+    a, b_ = _correct(data, mine, split), _correct(data, theirs, split)
+    if a is None or b_ is None or set(a) != set(b_):
+        return None
+    b = sum(a[i] and not b_[i] for i in a)
+    c = sum(b_[i] and not a[i] for i in a)
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    return {"delta": (sum(a.values()) - sum(b_.values())) / len(a), "b": b, "c": c, "p": float(p), "n": len(a),
+            "split": split, "seed": mine["seed"]}
+
+
+def run_interval(data: SweepData, t: dict[str, Any], split: str) -> list[float] | None:
+    """The 95% bootstrap interval of the best run's accuracy on ``split`` (as it recorded it)."""
+    r = best_run(data, t)
+    res: dict[str, Any] = dict(r["result"] or {}) if r else {}
+    m = ((res.get("held_out") or {}).get("test") if split == "test" else res.get("final")) or {}
+    ci = m.get("accuracy_ci")
+    return list(ci) if ci else None

@@ -15,8 +15,8 @@ from typing import Any
 from ..files import atomic_write_text
 from ..records import BAD, Stat
 from ..sweep.curves import rate_axes
-from .data import (SweepData, explored, fmt_value, group_label, lambda_max, lr_points, metric_keys, per_method_best,
-                   setting, shown, stat_of)
+from .data import (REFERENCE, SweepData, evaluated_split, explored, fmt_value, group_label, lambda_max, lr_points,
+                   metric_keys, paired_test, per_method_best, run_interval, setting, shown, stat_of)
 
 MEMORY_KINDS = {"cpu_peak_rss": "CPU peak resident set size of the trial's process, loading included",
                 "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated from the first step"}
@@ -51,53 +51,116 @@ def statuses_str(st: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in st.items())
 
 
+def _ci(ci: list[float] | None) -> str:
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "–"
+
+
+def _cost_cells(t: dict[str, Any]) -> list[str]:
+    if t.get("cost_source") == "none":
+        return ["not timed alone"] * 3
+    return [f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "–",
+            f"{t['samples_per_second']:.1f}" if t.get("samples_per_second") else "–",
+            f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "–"]
+
+
+def _evidence(data: SweepData, t: dict[str, Any], ref: dict[str, Any] | None, classify: bool,
+              split: str) -> tuple[list[str], list[Any]]:
+    """A classification row's uncertainty cells: the best run's validation interval, the test figure, and the
+    paired test against the reference method (cells, raw values)."""
+    if not classify:
+        return [], []
+    ci = run_interval(data, t, "validation")
+    cells, raw = [_ci(ci)], [ci]
+    if split == "test":
+        cells.append(pm(t["test"], t["seeds"]) if t.get("test") else "–")
+        raw += [t["test"]["mean"] if t.get("test") else None]
+    pt = paired_test(data, t, ref) if ref is not None and ref is not t else None
+    cells.append(f"{100 * pt['delta']:+.2f} (p = {pt['p']:.2g})" if pt else "–")
+    raw += [pt["delta"] if pt else None, pt["p"] if pt else None]
+    return cells, raw
+
+
 def comparison(data: SweepData) -> Table:
     best = per_method_best(data)
     metrics = metric_keys(data)
+    classify, split = not metrics[1][0].startswith("set:"), evaluated_split(data)
+    ref = next((t for t in best if t["method"] == REFERENCE), None)
     has_setting = any(setting(t["group"]) for t in best)
     has_lambda = any(lambda_max(t) is not None for t in best)
     kinds = sorted({t["memory_kind"] for t in best if t["memory_kind"]})
-    cols = ["method"] + (["setting"] if has_setting else []) + ["best lr"] + [f"{label} (%)" for _, label in metrics] + [
-        "seeds", "trainable params", "train time (s)",
-        "peak memory (MB)"] + (["memory kind"] if len(kinds) > 1 else []) + (["λ_max"] if has_lambda else [])
+    extra = (["95% CI, best run"] + (["test accuracy (%)"] if split == "test" else [])
+             + [f"vs {REFERENCE}, {split} (Δ points, McNemar p)"]) if classify else []
+    cols = ["method"] + (["setting"] if has_setting else []) + ["best lr"] + [f"{label} (%)" for _, label in metrics] + \
+        extra + ["seeds", "trainable params", "train time (s)", "samples/s", "peak memory (MB)"] + \
+        (["memory kind"] if len(kinds) > 1 else []) + (["λ_max"] if has_lambda else [])
     names = [k.replace("set:", "") for k, _ in metrics]
-    csv_cols = ["method", "setting", "best_lr", *(f"{n}_{x}" for n in names for x in ("mean", "std")),
-                "seeds", "trainable_params", "train_seconds", "peak_memory_mb", "memory_kind", "lambda_max", "trials"]
+    extra_csv = (["ci_low_high"] + (["test_mean"] if split == "test" else []) + ["delta_vs_ref", "p_vs_ref"]
+                 if classify else [])
+    csv_cols = ["method", "setting", "best_lr", *(f"{n}_{x}" for n in names for x in ("mean", "std")), *extra_csv,
+                "seeds", "trainable_params", "train_seconds", "samples_per_second", "peak_memory_mb", "memory_kind",
+                "cost_source", "lambda_max", "trials"]
     rows, raw = [], []
     for t in best:
         lam = lambda_max(t)
         stats = [stat_of(t, k) for k, _ in metrics]
-        cells = [t["method"]] + ([setting(t["group"]) or "–"] if has_setting else []) + [fmt_value(t["best_lr"])] + [
-            pm(st, t["seeds"]) if st else "–" for st in stats] + [str(t["seeds"]),
-            f"{t['trainable_params']:,}" if t["trainable_params"] else "–",
-            f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "–",
-            f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "–"]
+        ev_cells, ev_raw = _evidence(data, t, ref, classify, split)
+        cells = [t["method"] + (" (degenerate)" if t.get("degenerate") else "")] + (
+            [setting(t["group"]) or "–"] if has_setting else []) + [fmt_value(t["best_lr"])] + [
+            pm(st, t["seeds"]) if st else "–" for st in stats] + ev_cells + [
+            str(t["seeds"]), f"{t['trainable_params']:,}" if t["trainable_params"] else "–", *_cost_cells(t)]
         cells += [t["memory_kind"] or "–"] if len(kinds) > 1 else []
         cells += [f"{lam:.4g}" if lam is not None else "–"] if has_lambda else []
         rows.append(cells)
         raw.append([t["method"], json.dumps({k: v for k, v in t["group"].items() if k != "method"}, sort_keys=True),
                     t["best_lr"], *(x for st in stats for x in ((st["mean"], st["std"]) if st else (None, None))),
-                    t["seeds"], t["trainable_params"], t["train_seconds"], t["peak_memory_mb"],
-                    t["memory_kind"], lam, t["trials"]])
+                    *ev_raw, t["seeds"], t["trainable_params"], t["train_seconds"], t.get("samples_per_second"),
+                    t["peak_memory_mb"], t["memory_kind"], t.get("cost_source"), lam, t["trials"]])
+    bold = _bold(best, metrics, cols)
+    majority = next((t["majority"] for t in best if t.get("majority") is not None), None)
+    if classify and majority is not None:
+        rows.append(["majority class"] + ["–"] * (len(cols) - 1))
+        rows[-1][cols.index(f"{metrics[0][1]} (%)")] = pct(majority)
+        raw.append(["majority class"] + [None] * (len(csv_cols) - 1))
+        raw[-1][csv_cols.index("accuracy_mean")] = majority
+    return Table("comparison", _comparison_caption(best, metrics, kinds, has_setting, has_lambda, classify, split),
+                 cols, rows, csv_cols, raw, align="".join("l" if c in ("method", "setting", "memory kind") else "r"
+                                                          for c in cols), bold=bold)
+
+
+def _bold(best: list[dict[str, Any]], metrics: list[tuple[str, str]], cols: list[str]) -> set[tuple[int, int]]:
     bold = set()
     for (key, label) in metrics:
         means = [st["mean"] for t in best if (st := stat_of(t, key)) is not None]
         if means:
             bold |= {(i, cols.index(f"{label} (%)")) for i, t in enumerate(best)
                      if (st := stat_of(t, key)) is not None and st["mean"] == max(means)}
+    return bold
+
+
+def _comparison_caption(best: list[dict[str, Any]], metrics: list[tuple[str, str]], kinds: list[str],
+                        has_setting: bool, has_lambda: bool, classify: bool, split: str) -> str:
     seeds = sorted({t["seeds"] for t in best})
     mem = "; ".join(MEMORY_KINDS.get(k, k) for k in kinds)
-    spread = "as mean ± std over the seeds" if max(seeds) > 1 else "of the single seed"
+    spread = "as mean ± sample std over the seeds" if max(seeds) > 1 else "of the single seed (spread unknown)"
     shown_as = ("the mean accuracy over the evaluation sets (the figure the best is chosen on) and each set's"
-                if metrics[0][1].startswith("mean") else "dev accuracy and macro-F1")
+                if not classify else "validation accuracy and macro-F1 (the best learning rate is chosen on the "
+                                     "validation accuracy)")
     cap = (f"Each method at its best setting: {shown_as} {spread} at the best learning rate"
-           f"{' (other axes: the setting column)' if has_setting else ''}; train time is the mean over those runs; "
-           f"peak memory the max ({mem or 'not measured'}).")
+           f"{' (other axes: the setting column)' if has_setting else ''}.")
+    if classify:
+        cap += (" 95% CI: the percentile bootstrap interval of the best run's validation accuracy over examples."
+                + (" Test accuracy: the held-out test split, evaluated once after training, at the setting chosen on "
+                   "validation." if split == "test" else "")
+                + f" vs {REFERENCE}: the best run's accuracy minus {REFERENCE}'s on the same {split} examples (same "
+                  "seed), with McNemar's exact p-value; p ≥ 0.05 is within noise. Majority class: the accuracy of "
+                  "always predicting the most frequent validation class; (degenerate): a best run that predicts a "
+                  "single class.")
+    cap += (" Costs come from runs that trained alone (fused trials are timed again alone after the sweep, the cost "
+            f"pass): train time is the mean over those runs, peak memory the max ({mem or 'not measured'}).")
     if has_lambda:
         cap += (" λ_max: the largest eigenvalue of the training loss's Hessian, as the sweep recorded it "
                 "(hessian: true).")
-    align = "".join("l" if c in ("method", "setting", "memory kind") else "r" for c in cols)
-    return Table("comparison", cap, cols, rows, csv_cols, raw, align=align, bold=bold)
+    return cap
 
 
 def hyperparameters(data: SweepData) -> Table:

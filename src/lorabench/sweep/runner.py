@@ -170,13 +170,14 @@ def adopt_finished(store: Store, out: Path, keys: list[str]) -> int:
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
               strategy: str | None = None, address: str | None = None, store_url: str | None = None,
               fuse: int | None = None, progress: bool = True, retry: list[str] | None = None,
-              rebuild: bool = False) -> dict[str, Any]:
+              rebuild: bool = False, costs: bool = True) -> dict[str, Any]:
     """Run (or resume) ``sweep`` into folder ``out``; returns counts by status.
 
     ``fuse``: at most this many compatible trials train together in one fused group (1: none;
     ``None``: as many as fit in memory, see :func:`fused_tasks`). ``retry``: statuses (failed, oom,
     diverged, collapsed) whose trials run again. ``rebuild``: recover the store from the trial folders
-    (every finished run adopted) and run nothing."""
+    (every finished run adopted) and run nothing. ``costs``: time alone each group's best setting that trained
+    fused (:mod:`lorabench.sweep.costs`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     strategy = strategy or sweep.cfg.strategy
@@ -201,8 +202,13 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
                 store.retry(retry_statuses(retry))
             _run_pending(sweep, store, out, url, STRATEGIES[strategy], workers=workers, executor=executor,
                          address=address, fuse=fuse, progress=progress)
+            log = (lambda m: tqdm.write(m)) if progress else (lambda _: None)
             if hcfg is not None:
-                measure_hessians(sweep, store, hcfg, log=(lambda m: tqdm.write(m)) if progress else (lambda _: None))
+                measure_hessians(sweep, store, hcfg, log=log)
+            if costs:
+                from .costs import measure_costs
+
+                measure_costs(store, out, log=log)
         counts: dict[str, int] = {}
         for r in store.rows():
             counts[r["status"].value] = counts.get(r["status"].value, 0) + 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..records import FINISHED, Stat, Status, SummaryRow
-from .curves import best_point, points
+from .curves import best_point, points, stat
 from ..text import num
 from .store import Store, default_url
 
@@ -58,6 +58,7 @@ def best(store: Store) -> dict[str, Any]:
     listed under ``no_ok`` with its trials by status, and has no best learning rate."""
     rows = [r for r in store.rows() if r["status"] in FINISHED]
     hessian = store.get_meta("hessian") or {}  # group (JSON) → its Hessian at init
+    costs = store.get_meta("costs") or {}  # group (JSON) → its best setting timed alone (the cost pass)
     groups: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
         groups[r["grp"]].append(r)
@@ -71,22 +72,40 @@ def best(store: Store) -> dict[str, Any]:
             continue
         at_top = [r for r in rs if r["lr"] == top["lr"] and r["status"] is Status.OK and (r["result"] or {}).get("final")
                   and {k: r["axes"][k] for k in top.get("paired", {})} == top.get("paired", {})]
-        res = [r["result"] for r in at_top]
+        res = [r["result"] for r in at_top if r["result"]]
         group = json.loads(grp)
-        table.append(SummaryRow(
+        fused = max((x.get("fused", 1) for x in res), default=1)
+        cost = _costs(res, fused, costs.get(grp))
+        tests = [x["held_out"]["test"]["accuracy"] for x in res if "test" in (x.get("held_out") or {})]
+        row = SummaryRow(
             group=group, method=group["method"], best_lr=top["lr"], lambda_max=(hessian.get(grp) or {}).get("lambda_max"),
             axes=top["axes"], accuracy=top["accuracy"], macro_f1=top["macro_f1"], seeds=top["seeds"],
-            train_seconds=mean(x["train_seconds"] for x in res) if res else None,
-            peak_memory_mb=max(x["peak_memory_mb"] for x in res) if res else None,
-            memory_kind=res[0]["memory_kind"] if res else None,
-            trainable_params=res[0]["trainable_params"] if res else None,
-            fused=max((x.get("fused", 1) for x in res), default=1), trials=sum(c["seeds"] for c in curve),
-            curve=curve))
+            test=stat(tests) if tests else None, majority=res[0].get("majority") if res else None,
+            degenerate=sum(bool(x.get("one_class")) for x in res),
+            trainable_params=res[0]["trainable_params"] if res else None, fused=fused,
+            trials=sum(c["seeds"] for c in curve), curve=curve, train_seconds=cost["train_seconds"],
+            samples_per_second=cost["samples_per_second"], peak_memory_mb=cost["peak_memory_mb"],
+            memory_kind=cost["memory_kind"], cost_source=cost["cost_source"])
         if "sets" in top:
-            table[-1]["sets"] = top["sets"]
+            row["sets"] = top["sets"]
+        table.append(row)
     peaks = [t["accuracy"]["mean"] for t in table]
     return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table, "no_ok": no_ok,
             "spread": (max(peaks) - min(peaks)) if peaks else None}
+
+
+def _costs(res: list[Any], fused: int, alone: dict[str, Any] | None) -> dict[str, Any]:
+    """A best row's cost columns, always from runs that trained alone: its trials' own when unfused, else the cost
+    pass's; none (``cost_source`` says so) when the best trained fused and was not yet timed alone."""
+    if fused <= 1 and res:
+        return dict(train_seconds=mean(x["train_seconds"] for x in res),
+                    samples_per_second=mean(x.get("samples_per_second") or 0.0 for x in res),
+                    peak_memory_mb=max(x["peak_memory_mb"] for x in res), memory_kind=res[0]["memory_kind"],
+                    cost_source="trials")
+    if alone:
+        return {**{k: alone.get(k) for k in ("train_seconds", "samples_per_second", "peak_memory_mb", "memory_kind")},
+                "cost_source": "cost pass"}
+    return dict(train_seconds=None, samples_per_second=None, peak_memory_mb=None, memory_kind=None, cost_source="none")
 
 
 def _pm(s: Stat | None) -> str:
@@ -122,8 +141,11 @@ def format_best(b: dict[str, Any]) -> str:
         axes = ",".join(f"{k}={num(v)}" for k, v in g["group"].items() if k != "method")
         out.append(f"{g['method']}{f' ({axes})' if axes else ''}: no trial finished ok ("
                    + ", ".join(f"{n} {s}" for s, n in g["counts"].items()) + "); no best learning rate")
-    fused = sorted({t["method"] for t in b["table"] if t.get("fused", 1) > 1})
-    if fused:
-        out.append(f"trained fused ({', '.join(fused)}): train s is each trial's share of its group's time and peak MB "
-                   "the group's; rerun with --fuse 1 to compare costs")
+    unmeasured = sorted({t["method"] for t in b["table"] if t.get("cost_source") == "none"})
+    alone = sorted({t["method"] for t in b["table"] if t.get("cost_source") == "cost pass"})
+    if alone:
+        out.append(f"costs of {', '.join(alone)}: their best setting timed alone after the fused sweep (the cost pass)")
+    if unmeasured:
+        out.append(f"costs of {', '.join(unmeasured)}: not measured alone yet (their trials trained fused); resume the "
+                   "sweep to run the cost pass")
     return "\n".join(out)
