@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     record = measurement(
         system="lorabench", cfg=cfg, device=device, train_seconds=result["train_seconds"],
         tokens_seen=result.get("tokens_seen"), eval_seconds=result.get("eval_seconds"),
-        eval_examples=sum(result["counts"]["label_counts"]["dev"].values()), peak_memory_mb=result.get("peak_memory_mb"),
+        eval_examples=sum(result["counts"]["label_counts"]["validation"].values()), peak_memory_mb=result.get("peak_memory_mb"),
         memory_kind=result.get("memory_kind", "unknown"), accuracy=final.get("accuracy"),
         macro_f1=final.get("macro_f1"), trainable_params=result.get("trainable_params"),
         base_params=base_params(cfg), train_loss=result.get("train_loss_last"),

@@ -16,4 +16,9 @@ def test_minilm_lora_learns_sst2(tmp_path):
     assert result["status"] == "ok" and result["trainable_params"] == 338_690
     # 1,920 training sentences already take pretrained MiniLM well past chance (0.5)
     assert result["final"]["accuracy"] >= 0.75, result["final"]
-    assert len(result["provenance"]["data"]["dev"]["sha256"]) == 64
+    assert len(result["provenance"]["data"]["validation"]["sha256"]) == 64
+    # the test split: evaluated once after training, at the same setting, on all its 1,821 rows
+    test = result["held_out"]["test"]
+    assert test["accuracy"] >= 0.75 and test["accuracy_ci"][0] < test["accuracy"] < test["accuracy_ci"][1]
+    assert len((tmp_path / "run" / "predictions.test.jsonl").read_text().splitlines()) == 1821
+    assert result["counts"]["label_counts"]["test"] == {0: 912, 1: 909}

@@ -90,7 +90,8 @@ class Classification:
         self.held_out: tuple[str, ...] = ("test",) if self.labelled.test is not None else ()
         self.size = len(self.labelled.train)
         n = len(self.names)
-        counts = {"train": D.label_counts(self.labelled.train, n), "dev": D.label_counts(self.labelled.validation, n)}
+        counts = {"train": D.label_counts(self.labelled.train, n),
+                  "validation": D.label_counts(self.labelled.validation, n)}
         if self.labelled.test is not None:
             counts["test"] = D.label_counts(self.labelled.test, n)
         self.counts: dict[str, Any] = {"label_counts": counts, "classes": self.names}
