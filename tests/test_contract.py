@@ -15,6 +15,7 @@ import torch
 from peft import PeftModel
 
 import lorabench
+from lorabench.train import save_adapter
 from lorabench.losses import loss_sum, loss_tokens
 from lorabench.methods import get_method
 from lorabench.prepare import prepare
@@ -72,8 +73,11 @@ def test_saved_adapter_reloads_in_plain_peft_onto_the_base(method, glue_dir, tmp
         one_step(p)
     x = tokens(1)
     want = logits(p.model, x)
-    get_method(method).save_adapter(p.model, str(tmp_path / "adapter"))
-    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["peft_type"]
+    save_adapter(p.model, str(tmp_path / "adapter"), p.cfg)  # as a run saves it
+    conf = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert conf["peft_type"] and conf["base_model_name_or_path"] == "lorabench:tiny-llama"
+    assert len(conf.get("modules_to_save") or []) == len(set(conf.get("modules_to_save") or []))
+    assert f"# {method} adapter (lorabench)" in (tmp_path / "adapter" / "README.md").read_text()
     loaded = PeftModel.from_pretrained(base_model(), str(tmp_path / "adapter"))
     torch.testing.assert_close(logits(loaded, x), want, atol=1e-4, rtol=1e-4)
 

@@ -224,6 +224,20 @@ def list_methods(
         typer.echo(f"{c.name:<{w}}  {c.summary}  [{c.paper}]")
 
 
+@app.command("export")
+@one_line_errors
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A finished run folder (with adapter/).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to write (must not exist or be empty).")],
+    merged: Annotated[bool, typer.Option("--merged", help="Write the base model with the adapter merged in, and its "
+                                         "tokenizer, for serving (vLLM, TGI); default: the adapter alone.")] = False,
+) -> None:
+    """Export a run's adapter (plain PEFT, loadable onto the original base), or the merged full model."""
+    from .export import export
+
+    typer.echo(f"wrote {export(run_dir, out, merged=merged)}")
+
+
 @app.command("evaluators")
 def list_evaluators() -> None:
     """List the evaluators of generative tasks: name, scoring rule, default fields and generation budget."""

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import data as D
+from .export import finish
 from .losses import loss_of_logits, loss_tokens
 from .measure import Stopwatch, peak_memory, reset_peak_memory
 from .methods import get_method
@@ -252,10 +253,17 @@ class Lane:
         if self.last is not None and self.status is Status.OK and c.save_adapter:
             model = cast("PeftModel", self.p.model)  # an adapted model
             try:
-                self.record.adapter(lambda path: get_method(c.method).save_adapter(model, path))
+                self.record.adapter(lambda path: save_adapter(model, path, c))
             except OSError as e:
                 failed.append(f"adapter: {e}")
         return failed
+
+
+def save_adapter(model: PeftModel, path: str, cfg: Any) -> None:
+    """The method's adapter in plain PEFT format, made portable (:func:`lorabench.export.finish`)."""
+    method = get_method(cfg.method)
+    method.save_adapter(model, path)
+    finish(path, cfg, residual=method.residual)
 
 
 def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: int, progress: bool = False,
