@@ -17,7 +17,6 @@ from peft import PeftModel
 import lorabench
 from lorabench.train import save_adapter
 from lorabench.losses import loss_sum, loss_tokens
-from lorabench.methods import get_method
 from lorabench.prepare import prepare
 from lorabench.runner import run_group
 
