@@ -200,7 +200,16 @@ class RunConfig(BaseModel):
     bf16: bool = Field(False, description="bf16 autocast (GPU)")
     gradient_checkpointing: bool = False
     save_adapter: bool = True
-    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = []
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        [], description="trackers: tensorboard, wandb, mlflow (a name or a list)")
+    tracker_project: str = Field("lorabench", description="the wandb project / MLflow experiment")
+    tracking_uri: str | None = Field(None, description="the MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                                       "else ./mlruns)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @model_validator(mode="before")
     @classmethod

@@ -53,7 +53,7 @@ def fuse_key(cfg: RunConfig) -> str | None:
     if cfg.dropout > 0 or cfg.base_dropout or method.fusion is Fusion.NONE:
         return None
     d = cfg.dump()
-    for name in ("lr", "seed", "report_to", "save_adapter", *method.Options.model_fields):
+    for name in ("lr", "seed", "report_to", "tracker_project", "tracking_uri", "save_adapter", *method.Options.model_fields):
         d.pop(name, None)
     return json.dumps(d, sort_keys=True)
 

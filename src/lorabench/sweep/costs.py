@@ -52,7 +52,7 @@ def measure_costs(store: Store, out: Path, *, log: Callable[[str], None] = lambd
         if not result_path.is_file():
             log(f"cost pass: {row['method']} lr={row['lr']:g} seed {row['seed']} alone")
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg = {**row["config"], "save_adapter": False, "report_to": []}
+            cfg = {**row["config"], "save_adapter": False, "report_to": []}  # a timing, not a trial to track
             atomic_write_text(run_dir / "cost-config.yaml", yaml.safe_dump(cfg, sort_keys=False))
             done = subprocess.run([sys.executable, "-m", "lorabench.cli", "train", str(run_dir / "cost-config.yaml"),
                                    "-o", str(run_dir), "-q"], capture_output=True, text=True)

@@ -100,7 +100,7 @@ def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
 
 
 HESSIAN_BLIND = ("lr", "steps", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "schedule", "eval_every",
-                 "eval_batch_size", "save_adapter", "report_to")  # no effect on the loss or the init
+                 "eval_batch_size", "save_adapter", "report_to", "tracker_project", "tracking_uri")  # no effect on the loss or the init
 
 
 def trial_device(sweep: Sweep) -> torch.device:
@@ -200,6 +200,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
         else:
             if retry:
                 store.retry(retry_statuses(retry))
+            _nest_tracker_runs(sweep, store, out)
             _run_pending(sweep, store, out, url, STRATEGIES[strategy], workers=workers, executor=executor,
                          address=address, fuse=fuse, progress=progress)
             log = (lambda m: tqdm.write(m)) if progress else (lambda _: None)
@@ -215,6 +216,22 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
         return counts
     finally:
         store.close()
+
+
+def _nest_tracker_runs(sweep: Sweep, store: Store, out: Path) -> None:
+    """With MLflow tracking, one sweep run (kept in the store, so a resume reuses it) for the trials' runs to nest
+    under; its id reaches the local workers through the environment."""
+    import os
+
+    from ..trackers import MLFLOW_PARENT, sweep_parent_run
+
+    base = validate(sweep.base, sweep.source)
+    if "mlflow" not in base.report_to or os.environ.get(MLFLOW_PARENT):
+        return
+    parent = store.get_meta("mlflow_parent") or sweep_parent_run(base.report_to, out, base.dump())
+    if parent:
+        store.set_meta("mlflow_parent", parent)
+        os.environ[MLFLOW_PARENT] = str(parent)
 
 
 def retry_statuses(names: list[str]) -> list[Status]:
