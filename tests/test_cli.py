@@ -99,7 +99,8 @@ def test_train_cli_end_to_end(glue_dir, tmp_path):
 
 
 def test_light_commands_do_not_import_torch(tmp_path, glue_dir):
-    """--help, methods, status and best start without torch, transformers or PEFT (checked in a fresh interpreter)."""
+    """--help, methods, evaluators, config, status and best start without torch, transformers or PEFT (checked in a
+    fresh interpreter); best on a sweep with no finished trial exits 2 with one line."""
     import subprocess
     import sys
 
@@ -108,9 +109,11 @@ def test_light_commands_do_not_import_torch(tmp_path, glue_dir):
     (tmp_path / "S").mkdir()
     Store(default_url(tmp_path / "S")).close()
     code = ("import sys; from typer.testing import CliRunner; from lorabench.cli import app\n"
-            f"for args in (['--help'], ['methods'], ['methods', '-v'], ['status', {str(tmp_path / 'S')!r}], "
-            f"['best', {str(tmp_path / 'S')!r}]):\n"
+            f"for args in (['--help'], ['methods'], ['methods', '-v'], ['evaluators'], ['config', 'configs/tiny-llama.yaml'], "
+            f"['status', {str(tmp_path / 'S')!r}]):\n"
             "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, (args, r.output)\n"
+            f"r = CliRunner().invoke(app, ['best', {str(tmp_path / 'S')!r}])\n"
+            "assert r.exit_code == 2 and 'no finished trial yet (0 pending or running)' in r.output, r.output\n"
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

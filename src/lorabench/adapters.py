@@ -27,7 +27,9 @@ def adapt(model: nn.Module, method: str, *, rank: int, alpha: float,
     targets = target_modules or "all-linear"
     linears = targeted_linears(model, targets)
     if not linears:
-        raise ConfigError(f"target_modules: {targets!r} matches no linear layer of {type(model).__name__}")
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"target_modules: {targets!r} matches no linear layer of {type(model).__name__}; its linear "
+                          f"layers are named {', '.join(names)}")
     if rank < 1:
         raise ConfigError(f"rank: must be >= 1 (got {rank})")
     name, smallest = min(linears, key=lambda nl: min(nl[1].in_features, nl[1].out_features))

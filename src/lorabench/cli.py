@@ -5,11 +5,29 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperArgument
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+class Strategy(StrEnum):
+    grid = "grid"
+    adaptive = "adaptive"
+
+
+def _plain_usage(self: TyperArgument) -> str:
+    return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+
+TyperArgument._usage_display_name = _plain_usage  # type: ignore[method-assign]  # usage: CONFIG, as click writes it
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Compare LoRA variants fairly: one trainer, the same data, tuned learning rates, "
                        "measured time and memory.")
 
@@ -60,9 +78,9 @@ def _main(version: Annotated[bool | None, typer.Option("--version", callback=_ve
 @app.command()
 @one_line_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/sst2-minilm.yaml.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Run config (YAML), e.g. configs/sst2-minilm.yaml.")],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Run folder (default: runs/METHOD-TIME).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 "
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a key: --set lr=1e-4 "
                                                       "--set model.name=tiny-llama (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -83,11 +101,14 @@ def train(
 @app.command()
 @one_line_errors
 def sweep(
-    config: Annotated[Path, typer.Argument(help="Sweep config (YAML), e.g. configs/sweep-demo.yaml.")],
+    config: Annotated[Path, typer.Argument(metavar="SWEEP_CONFIG", help="Sweep config (YAML), e.g. configs/sweep-demo.yaml.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Sweep folder: store, trial runs, sweep.yaml.")],
     workers: Annotated[int, typer.Option("--workers", min=1, help="Trials at once on this machine.")] = 1,
-    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
-    strategy: Annotated[str | None, typer.Option("--strategy", help="grid or adaptive (default: the config's).")] = None,
+    executor: Annotated[Executor, typer.Option("--executor", help="Where trials run: local processes or a Ray "
+                                               "cluster.")] = Executor.local,
+    strategy: Annotated[Strategy | None, typer.Option("--strategy", help="grid: every trial; adaptive: a coarse grid "
+                                                      "refined around each method's best (default: the "
+                                                      "config's).")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local instance).")] = None,
     store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
                                               help="Store URL (default: sqlite in the sweep folder; also "
@@ -109,7 +130,8 @@ def sweep(
 
     if fuse != "auto" and not (fuse.isdigit() and int(fuse) >= 1):
         raise ConfigError(f"--fuse: expected a positive integer or auto (got {fuse!r})")
-    counts = run_sweep(load_sweep(config), out, workers=workers, executor=executor, strategy=strategy,
+    counts = run_sweep(load_sweep(config), out, workers=workers, executor=executor.value,
+                       strategy=strategy.value if strategy else None,
                        address=address, store_url=store, fuse=None if fuse == "auto" else int(fuse),
                        progress=not quiet, retry=[x.strip() for x in retry.split(",") if x.strip()] if retry else None,
                        rebuild=rebuild_store)
@@ -119,7 +141,7 @@ def sweep(
 @app.command()
 @one_line_errors
 def status(
-    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    sweep_dir: Annotated[Path, typer.Argument(metavar="SWEEP_DIR", help="Sweep folder.")],
     store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
                                               help="Store URL if not the folder's sqlite (also $LORABENCH_STORE).")] = None,
 ) -> None:
@@ -132,7 +154,7 @@ def status(
 @app.command()
 @one_line_errors
 def best(
-    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    sweep_dir: Annotated[Path, typer.Argument(metavar="SWEEP_DIR", help="Sweep folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
                                               help="Store URL if not the folder's sqlite (also $LORABENCH_STORE).")] = None,
@@ -142,14 +164,19 @@ def best(
 
     from .sweep.summary import best as sweep_best, format_best, open_store
 
+    from .errors import ConfigError
+
     b = sweep_best(open_store(sweep_dir, store))
+    if not b["trials"]:
+        left = sum((b.get("unfinished") or {}).values())
+        raise ConfigError(f"{sweep_dir}: no finished trial yet ({left} pending or running)")
     typer.echo(json.dumps(b, indent=2) if as_json else format_best(b))
 
 
 @app.command()
 @one_line_errors
 def report(
-    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    sweep_dir: Annotated[Path, typer.Argument(metavar="SWEEP_DIR", help="Sweep folder.")],
     out: Annotated[Path | None, typer.Option("-o", "--out",
                                                 help="Report folder (default: SWEEP_DIR/report).")] = None,
     store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
@@ -168,9 +195,9 @@ def report(
 @app.command()
 @one_line_errors
 def hessian(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/sst2-minilm.yaml.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Run config (YAML), e.g. configs/sst2-minilm.yaml.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Result file (JSON), written atomically.")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a run-config key: --set method=pissa "
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a run-config key: --set method=pissa "
                                                       "(repeatable).")] = None,
     samples: Annotated[int | None, typer.Option("--samples", help="Training examples in the loss "
                                                    "(default 500).")] = None,
@@ -200,7 +227,8 @@ def hessian(
     given = {"samples": samples, "layers": layers, "modules": modules, "whole": whole, "magnitude": magnitude,
              "tol": tol, "maxiter": maxiter, "cache": cache}
     hcfg = hessian_config({k: v for k, v in given.items() if v is not None}, "hessian")
-    result = measure(cfg, hcfg, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
+    result = measure(cfg, hcfg, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)),
+                     progress=not quiet)
     atomic_write_json(out, result)
     typer.echo(format_result(result, out))
 
@@ -222,6 +250,20 @@ def list_methods(
     w = max(len(c.name) for c in classes)
     for c in classes:
         typer.echo(f"{c.name:<{w}}  {c.summary}  [{c.paper}]")
+
+
+@app.command("config")
+@one_line_errors
+def show_config(
+    config: Annotated[Path | None, typer.Argument(metavar="CONFIG", help="Run config (YAML); none: the defaults.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a key (repeatable).")] = None,
+) -> None:
+    """Print the fully resolved run config: every key with its default filled in, as a run records it."""
+    import yaml
+
+    from .config import load_config
+
+    typer.echo(yaml.safe_dump(load_config(config, set_ or []).dump(), sort_keys=False, allow_unicode=True), nl=False)
 
 
 @app.command("export")

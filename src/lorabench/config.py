@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, config_error
+from .errors import ConfigError, config_error, did_you_mean
 from .evaluators.registry import EVALUATORS, unknown_evaluator
 from .methods.registry import method_options, option_owner
 from .archs import ARCHS
@@ -228,7 +228,7 @@ class RunConfig(BaseModel):
         extras = dict(self.model_extra or {})
         for key in extras:
             if option_owner(key) is None:
-                raise ConfigError(f"{key}: unknown config key")
+                raise ConfigError(f"{key}: unknown config key{did_you_mean(key, known_keys())}")
         if isinstance(self.data, SftData) and self.model.head != "lm":
             raise ConfigError("model.head: an sft task trains a causal LM; use head 'lm'")
         opts = method_options(self.method, extras)
@@ -252,6 +252,15 @@ class RunConfig(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def known_keys() -> list[str]:
+    """Every config key's last name (run, model, data, source fields) and every method option: what an unknown key
+    is matched against for a "did you mean"."""
+    from .methods.registry import method_classes
+
+    models = (RunConfig, ModelConfig, ClassificationData, SftData, SftTrain, EvalSet)
+    return sorted({*(f for m in models for f in m.model_fields), *(o for c in method_classes() for o in c.Options.model_fields)})
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -311,13 +320,37 @@ def validate(raw: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise config_error(e, source) from None
+        raise config_error(e, source, known=known_keys()) from None
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
 
+def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"model": {"name": 1}}`` → ``["model.name"]``."""
+    out = []
+    for k, v in tree.items():
+        out += dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return out
+
+
+def blame(e: ConfigError, source: str, keys: list[str], prefix: str) -> ConfigError:
+    """``e`` re-addressed to ``prefix`` (``--set``, a sweep's ``set.``) when the key it names came from there."""
+    msg = str(e)
+    if not msg.startswith(source + ": "):
+        return e
+    key = msg[len(source) + 2:].split(":", 1)[0]
+    if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys):
+        where = f"{prefix} {key}" if prefix == "--set" else f"{source}: {prefix}{key}"
+        return ConfigError(where + msg[len(source) + 2 + len(key):])
+    return e
+
+
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config, apply ``key=value`` overrides, validate."""
+    """Read a YAML run config, apply ``key=value`` overrides, validate; an error in an override names ``--set``."""
     raw = read_yaml(path) if path is not None else {}
-    raw = merge(raw, parse_overrides(overrides or []))
-    return validate(raw, str(path) if path is not None else "config")
+    over = parse_overrides(overrides or [])
+    source = str(path) if path is not None else "config"
+    try:
+        return validate(merge(raw, over), source)
+    except ConfigError as e:
+        raise blame(e, source, dotted_keys(over), "--set") from None

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -41,13 +42,15 @@ def class_scores(logits: torch.Tensor, batch: dict[str, torch.Tensor], head: str
 @torch.no_grad()
 def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.Tensor], k: int, enc: Encoded, *,
                  head: str, pad_id: int, batch_size: int, device: torch.device, label_ids: list[int] | None = None,
-                 autocast: bool = False) -> list[Predictions]:
+                 autocast: bool = False, progress: bool = False) -> list[Predictions]:
     """Predictions of K models on ``enc``; ``forward(batch, sizes)`` gives the logits of the K models on ``batch``
     repeated K times (``sizes`` rows each): a fused model's routed forward, or one model's when K = 1."""
     index: list[int] = []
     preds: list[list[int]] = [[] for _ in range(k)]
     scores: list[list[list[float]]] = [[] for _ in range(k)]
+    bar = tqdm(total=len(enc), desc="evaluating", unit="example", disable=not progress, leave=False, dynamic_ncols=True)
     for idx, batch in eval_batches(enc, batch_size, pad_id):
+        bar.update(len(idx))
         batch = {name: v.to(device) for name, v in batch.items()}
         stacked = batch if k == 1 else {name: v.repeat(k, *([1] * (v.dim() - 1))) for name, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -57,6 +60,7 @@ def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.T
             preds[j] += s.argmax(dim=1).tolist()
             scores[j] += s.tolist()
         index += idx
+    bar.close()
     order = sorted(range(len(index)), key=index.__getitem__)
     labels = [enc.labels[index[i]] for i in order]
     return [Predictions([index[i] for i in order], labels, [p[i] for i in order], [s[i] for i in order])

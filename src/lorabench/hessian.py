@@ -52,6 +52,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 from torch import nn
 
@@ -352,9 +353,10 @@ def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tu
 # ------------------------------------------------------------------------------------------- measuring
 
 
-def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
-                     log: Callable[[str], None] = lambda _: None) -> HessianResult:
-    """Measure λ_max and λ_min of each selected block of ``p.model`` (as ``prepare`` left it)."""
+def measure_prepared(p: Prepared, hcfg: HessianConfig, *, log: Callable[[str], None] = lambda _: None,
+                     progress: bool = False) -> HessianResult:
+    """Measure λ_max and λ_min of each selected block of ``p.model`` (as ``prepare`` left it); ``progress``: a bar
+    over the blocks."""
     start = time.perf_counter()
     model = p.model
     model.float()
@@ -369,7 +371,9 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
     log(f"{p.cfg.method}: loss {loss:.4f} at init on {samples} examples ({objective.terms} loss terms), "
         f"{len(blocks)} block(s)")
     out: list[HessianBlock] = []
-    for block in blocks:
+    bar = tqdm(blocks, desc="Hessian blocks", unit="block", disable=not progress, leave=False, dynamic_ncols=True)
+    for block in bar:
+        bar.set_postfix_str(block.name)
         t0 = time.perf_counter()
         op = BlockOperator(objective, block)
         hi, lo = lanczos(op, tol=hcfg.tol, maxiter=hcfg.maxiter, seed=p.cfg.seed)
@@ -378,9 +382,7 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
                "lambda_max": hi["lambda"], "lambda_min": lo["lambda"], "max": hi, "min": lo,
                "hvps": op.calls, "graphs_cached": objective.cached, "seconds": time.perf_counter() - t0}
         out.append(row)
-        flag = "" if hi["converged"] and lo["converged"] else " (not converged)"
-        log(f"  {block.name}: λ_max {hi['lambda']:.6g}, λ_min {lo['lambda']:.6g}{flag}, "
-            f"{op.calls} HVPs, {row['seconds']:.1f} s")
+    bar.close()
     summary = next((b for b in out if b["block"] == "whole"), out[0])
     return {"method": p.cfg.method, "lambda_max": summary["lambda_max"], "lambda_min": summary["lambda_min"],
             "summary_block": summary["block"], "samples": samples, "loss_terms": objective.terms, "loss": loss,
@@ -389,8 +391,8 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *,
             "hessian": hcfg.model_dump(mode="json"), "config": p.cfg.dump(), "data_files": p.task.files}
 
 
-def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *,
-            log: Callable[[str], None] = lambda _: None) -> HessianResult:
+def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *, log: Callable[[str], None] = lambda _: None,
+            progress: bool = False) -> HessianResult:
     """Prepare ``cfg`` as a run does (eager attention, no checkpointing, no trackers) and measure its Hessian.
 
     Returns a dict: ``lambda_max`` / ``lambda_min`` (the whole adapter's, else the first block's:
@@ -403,7 +405,7 @@ def measure(cfg: RunConfig, hcfg: HessianConfig | None = None, *,
     t0 = time.perf_counter()
     cfg = cfg.model_copy(update={"gradient_checkpointing": False, "report_to": []})
     p = prepare(cfg, attn_implementation="eager")
-    result = measure_prepared(p, hcfg, log=log)
+    result = measure_prepared(p, hcfg, log=log, progress=progress)
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -418,4 +420,16 @@ def format_result(result: HessianResult, out: Any) -> str:
                      f"{b['params']:,} params  {b['hvps']} HVPs  {b['seconds']:.1f} s{flag}")
     lines.append(f"{result['method']}: {result['samples']} examples, {result['loss_terms']:,} loss terms, "
                  f"loss {result['loss']:.4f}; {result['seconds']:.1f} s in all; wrote {out}")
+    lines.append(interpret(result))
     return "\n".join(lines)
+
+
+def interpret(result: HessianResult) -> str:
+    """One line: the sharpness as a step size, beside the configured learning rate."""
+    lam, lr = result["lambda_max"], float(result["config"]["lr"])
+    if lam <= 0:
+        return f"λ_max {lam:.4g} ≤ 0 ({result['summary_block']}): no curvature bound on the step size at init"
+    bound = 2 / lam
+    return (f"{result['summary_block']}: λ_max {lam:.4g}, so plain gradient descent is stable below 2/λ_max = "
+            f"{bound:.3g}; the configured lr {lr:g} is {lr / bound:.3g}× that (the best Adam rates the study finds "
+            "track 1/λ_max across methods)")

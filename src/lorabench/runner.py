@@ -63,6 +63,9 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
     if len({fuse_key(c) for c in cfgs}) != 1 or (len(cfgs) > 1 and fuse_key(cfgs[0]) is None):
         raise ConfigError("these runs cannot be fused: they differ in more than lr, seed and method options, "
                           "or use dropout")
+    from transformers.utils import logging as hf_logging
+
+    (hf_logging.enable_progress_bar if progress else hf_logging.disable_progress_bar)()  # -q: no loading bar either
     ps = []
     for cfg in cfgs:
         ps.append(prepare(cfg))

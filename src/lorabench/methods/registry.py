@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +32,9 @@ def get_method(name: str) -> Method:
     try:
         return _REGISTRY[name]()
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        near = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise KeyError(f"unknown method {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def methods() -> list[str]:

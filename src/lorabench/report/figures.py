@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from ..methods.registry import get_method  # noqa: E402
@@ -112,18 +112,13 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
             if t["best_lr"] in x:
                 i = x.index(t["best_lr"])
                 ax.plot([x[i]], [y[i]], marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none", zorder=5)
-        for p in pts:
-            for status, n in p["counts"].items():
-                if status in BAD_MARK and n:
-                    any_bad.add(status)
-                    level = stacked[p["lr"]]  # several groups failing at one rate: stack their marks
-                    stacked[p["lr"]] += 1
-                    for ax in axes:
-                        tr = blended_transform_factory(ax.transData, ax.transAxes)
-                        ax.plot([p["lr"]], [0.03 + 0.045 * level], marker=BAD_MARK[status], ms=6, mew=1.5,
-                                color=color, transform=tr, clip_on=False, ls="none", zorder=6)
+        any_bad |= _failure_marks(axes, pts, color, stacked)
+    lrs = sorted({r["lr"] for r in data.finished})
+    majority = next((t["majority"] for t in data.best["table"] if t.get("majority") is not None), None)
+    if majority is not None and metrics[1][0] == "macro_f1":
+        axes[0].axhline(100 * majority, color="gray", ls="--", lw=1, label="majority class", zorder=1)
     for ax, name in zip(axes, (f"{label} (%)" for _, label in metrics)):
-        ax.set_xscale("log")
+        lr_axis(ax, lrs)
         ax.set_xlabel("learning rate" + (" (lr of a two-rate grid, best over its second rate)" if grid_note else ""))
         ax.set_ylabel(name)
         lo, hi = ax.get_ylim()
@@ -138,13 +133,73 @@ def lr_curves(data: SweepData, out_dir: Path) -> list[Figure]:
     fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), frameon=False,
                bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
-    cap = ("Dev accuracy (left) and macro-F1 (right) against the learning rate (log scale), one curve per method"
-           " (mean over the seeds that finished; bars: std); ★ the best learning rate")
+    cap = (" and ".join(label for _, label in metrics).capitalize() + " (one panel each) against the learning rate "
+           "(log scale), one curve per method (mean over the seeds that finished; bars: sample std); ★ the best "
+           "learning rate" + ("; dashed: the majority-class accuracy" if majority is not None else ""))
     if any_bad:
         cap += "; " + ", ".join(f"{BAD_MARK[s]} a {s} trial" for s in sorted(any_bad)) + " at that rate (bottom)"
     if grid_note:
         cap += "; for the LoRA+ η_A × η_B grid, the best η_B at each η_A"
     return [Figure(save(fig, out_dir, "accuracy_vs_lr"), cap + ".")]
+
+
+def _failure_marks(axes: Any, pts: list[Any], color: Any, stacked: dict[float, int]) -> set[str]:
+    """A mark at the bottom of every panel for each bad trial of a curve (stacked where curves fail at one rate)."""
+    seen = set()
+    for p in pts:
+        for status, n in p["counts"].items():
+            if status in BAD_MARK and n:
+                seen.add(status)
+                level = stacked[p["lr"]]
+                stacked[p["lr"]] += 1
+                for ax in axes:
+                    tr = blended_transform_factory(ax.transData, ax.transAxes)
+                    ax.plot([p["lr"]], [0.03 + 0.045 * level], marker=BAD_MARK[status], ms=6, mew=1.5,
+                            color=color, transform=tr, clip_on=False, ls="none", zorder=6)
+    return seen
+
+
+def lr_axis(ax: Any, lrs: list[float]) -> None:
+    """A log learning-rate axis whose labels never collide: the grid's own rates when there are few or they span
+    under two decades (minor ticks unlabelled), else one label per decade."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    span = np.log10(max(lrs) / min(lrs)) if lrs and min(lrs) > 0 else 0
+    if lrs and (len(lrs) <= 6 or span < 2):
+        ax.xaxis.set_major_locator(FixedLocator(lrs if len(lrs) <= 6 else lrs[:: -(-len(lrs) // 6)]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.2g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+
+
+def by_method(data: SweepData, out_dir: Path) -> list[Figure]:
+    """With many methods, one small panel per method (the headline figure against the learning rate)."""
+    groups = _groups(data)
+    if len(groups) <= 4:
+        return []
+    styles, lrs, cols = _styles(data), sorted({r["lr"] for r in data.finished}), 4
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, t in zip(axes.flat, groups):
+        color, ls, mk = styles[json.dumps(t["group"], sort_keys=True)]
+        ok = [p for p in lr_points(data.group_rows(t["group"])) if shown(p) is not None]
+        ax.errorbar([p["lr"] for p in ok], [100 * shown(p) for p in ok],  # type: ignore[operator]
+                    yerr=[100 * (p["accuracy"]["std"] or 0.0) if p["accuracy"] else 0.0 for p in ok], color=color, ls=ls,
+                    marker=mk,
+                    ms=3, capsize=2)
+        ax.set_title(group_label(t["group"]), fontsize=9)
+        lr_axis(ax, lrs)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    fig.supxlabel("learning rate")
+    fig.supylabel(f"{metric_keys(data)[0][1]} (%)")
+    fig.tight_layout()
+    return [Figure(save(fig, out_dir, "accuracy_vs_lr_by_method"),
+                   "The headline figure against the learning rate, one panel per method (mean over the seeds that "
+                   "finished; bars: sample std).")]
 
 
 def _smooth(y: list[float], w: int) -> np.ndarray:
@@ -350,6 +405,7 @@ def lr_vs_lambda(data: SweepData, out_dir: Path) -> list[Figure]:
 
 def all_figures(data: SweepData, out_dir: Path, zoom_steps: int | None = None) -> list[Figure]:
     figs = lr_curves(data, out_dir)
+    figs += by_method(data, out_dir)
     figs += training_curves(data, out_dir, zoom_steps)
     figs += rate_heatmaps(data, out_dir)
     figs += sensitivity(data, out_dir)

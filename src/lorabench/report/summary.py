@@ -9,8 +9,8 @@ from typing import Any
 
 from ..records import BAD
 from ..sweep.curves import rate_axes
-from .data import (SweepData, bad_trials, final, fmt_value, group_label, lambda_max, per_method_best,
-                   sensitivity_axes, stat_of)
+from .data import (REFERENCE, SweepData, bad_trials, final, fmt_value, group_label, lambda_max, paired_test,
+                   per_method_best, sensitivity_axes, stat_of)
 
 
 def pts(x: float) -> str:
@@ -84,6 +84,33 @@ def _peaks(best: list[dict[str, Any]]) -> list[str]:
             verdict = "larger" if gap > sum(stds) else "smaller"
             out.append(f"The gap between the first two ({pts(gap)} points) is {verdict} than the sum of their std "
                        f"over seeds ({pts(sum(stds))} points).")
+    return out
+
+
+def _noise(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
+    """The held-out figures, and whether the gaps to the reference are larger than noise (paired tests)."""
+    out = []
+    tested = [t for t in best if t.get("test")]
+    if tested:
+        out.append("On the held-out test split, at the setting each method chose on validation: "
+                   + ", ".join(f"{t['method']} {pts(t['test']['mean'])}" for t in tested) + ".")
+    ref = next((t for t in best if t["method"] == REFERENCE), None)
+    if ref is None or len(best) < 2 or best[0].get("sets"):
+        return out
+    tests = [(t, pt) for t in best if t is not ref and (pt := paired_test(data, t, ref)) is not None]
+    if not tests:
+        return out
+    split, n = tests[0][1]["split"], tests[0][1]["n"]
+    real = [(t, pt) for t, pt in tests if pt["p"] < 0.05]
+    if not real:
+        gaps = ", ".join(f"{t['method']} {100 * pt['delta']:+.2f} points, p = {pt['p']:.2g}" for t, pt in tests)
+        out.append(f"No method's gap to {REFERENCE} exceeds the noise: McNemar's test on the same {n} {split} examples "
+                   f"gives p ≥ 0.05 for all ({gaps}), so the spread of the peaks is not a finding.")
+    else:
+        out.append(f"Against {REFERENCE} on the same {n} {split} examples (McNemar's test), "
+                   + ", ".join(f"{t['method']} differs by {100 * pt['delta']:+.2f} points (p = {pt['p']:.2g})"
+                               for t, pt in real)
+                   + ("; the others' gaps are within noise (p ≥ 0.05)" if len(real) < len(tests) else "") + ".")
     return out
 
 
@@ -253,7 +280,7 @@ def summarize(data: SweepData) -> list[str]:
         out.append(f"No trial of {names(none_ok)} finished ok, so {'it is' if len(none_ok) == 1 else 'they are'} "
                    "left out of the comparisons below.")
     if best:
-        out += [*_peaks(best), *_rates(data, best)]
+        out += [*_peaks(best), *_noise(data, best), *_rates(data, best)]
     out += _failures(data, best)
     if best:
         out += [*_cost(best), *_seeds(data, best), *_lambda(best), *_sensitivity(data), *_rate_grid(data, best)]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from ..config import merge, read_yaml
+from ..config import blame, dotted_keys, merge, read_yaml
 from ..errors import ConfigError, config_error
 from .space import SweepSpace, TrialSpec, expand
 
@@ -52,4 +52,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         raise config_error(e, str(path)) from None
     base = read_yaml(path.parent / cfg.base) if isinstance(cfg.base, str) else dict(cfg.base)
     base = merge(merge(base, cfg.set), overrides or {})
-    return Sweep(cfg, base, str(path))
+    try:
+        return Sweep(cfg, base, str(path))
+    except ConfigError as e:
+        raise blame(e, str(path), dotted_keys(cfg.set), "set.") from None

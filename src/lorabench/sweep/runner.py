@@ -179,12 +179,12 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
     (every finished run adopted) and run nothing. ``costs``: time alone each group's best setting that trained
     fused (:mod:`lorabench.sweep.costs`)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     strategy = strategy or sweep.cfg.strategy
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
+    out.mkdir(parents=True, exist_ok=True)  # only once the settings are known good: a bad one leaves no folder
     hcfg = None
     if sweep.cfg.hessian and not rebuild:
         from ..hessian import hessian_config

@@ -56,7 +56,9 @@ def best(store: Store) -> dict[str, Any]:
 
     Only trials that finished ok enter a mean or the spread of the peaks; a group none of whose trials did is
     listed under ``no_ok`` with its trials by status, and has no best learning rate."""
-    rows = [r for r in store.rows() if r["status"] in FINISHED]
+    every = store.rows()
+    rows = [r for r in every if r["status"] in FINISHED]
+    unfinished = dict(Counter(r["status"].value for r in every if r["status"] not in FINISHED))
     hessian = store.get_meta("hessian") or {}  # group (JSON) → its Hessian at init
     costs = store.get_meta("costs") or {}  # group (JSON) → its best setting timed alone (the cost pass)
     groups: dict[str, list[Any]] = defaultdict(list)
@@ -90,7 +92,8 @@ def best(store: Store) -> dict[str, Any]:
             row["sets"] = top["sets"]
         table.append(row)
     peaks = [t["accuracy"]["mean"] for t in table]
-    return {"strategy": store.get_meta("strategy"), "trials": len(rows), "table": table, "no_ok": no_ok,
+    return {"strategy": store.get_meta("strategy"), "trials": len(rows), "unfinished": unfinished, "table": table,
+            "no_ok": no_ok,
             "spread": (max(peaks) - min(peaks)) if peaks else None}
 
 
@@ -117,8 +120,10 @@ def _pm(s: Stat | None) -> str:
 
 def format_best(b: dict[str, Any]) -> str:
     sets = list(dict.fromkeys(n for t in b["table"] for n in t.get("sets", {})))
-    head = ["method", "axes", "best lr", "λ_max", "mean of sets" if sets else "accuracy", *sets,
-            *([] if sets else ["macro-F1"]), "seeds", "train s", "peak MB", "params", "trials"]
+    test = any(t.get("test") for t in b["table"])
+    head = ["method", "axes", "best lr", "λ_max", "mean of sets" if sets else "val accuracy", *sets,
+            *([] if sets else ["macro-F1"]), *(["test accuracy"] if test else []), "seeds", "train s", "peak MB",
+            "params", "trials"]
     lines = []
     for t in sorted(b["table"], key=lambda t: -t["accuracy"]["mean"]):
         axes = ",".join(f"{k}={num(v)}"
@@ -126,13 +131,17 @@ def format_best(b: dict[str, Any]) -> str:
         lines.append([t["method"], axes, num(t["best_lr"]),
                       f"{t['lambda_max']:.4g}" if t.get("lambda_max") is not None else "-",
                       _pm(t["accuracy"]), *(_pm(t.get("sets", {}).get(n)) for n in sets),
-                      *([] if sets else [_pm(t["macro_f1"])]), str(t["seeds"]),
+                      *([] if sets else [_pm(t["macro_f1"])]), *([_pm(t.get("test"))] if test else []),
+                      str(t["seeds"]),
                       f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",
                       f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "-",
                       f"{t['trainable_params']:,}" if t["trainable_params"] else "-", str(t["trials"])])
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    out = [f"strategy: {b['strategy']}, {b['trials']} finished trials", fmt(head), fmt(["-" * w for w in widths])]
+    left = b.get("unfinished") or {}
+    out = [f"strategy: {b['strategy']}, {b['trials']} finished trials"
+           + (f"; not finished: {', '.join(f'{n} {s}' for s, n in sorted(left.items()))}, so these figures may change"
+              if left else ""), fmt(head), fmt(["-" * w for w in widths])]
     out += [fmt(r) for r in lines]
     if b["spread"] is not None:
         out.append(f"spread of the peaks across methods: {b['spread'] * 100:.2f} accuracy points "

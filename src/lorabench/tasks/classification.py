@@ -124,7 +124,7 @@ class Classification:
         enc = self.test if split == "test" else self.dev
         assert enc is not None
         preds = predict_many(logits, k, enc, head=self.head, pad_id=self.pad_id, batch_size=batch_size,
-                             device=device, label_ids=self.label_ids, autocast=autocast)
+                             device=device, label_ids=self.label_ids, autocast=autocast, progress=progress)
         return [Evaluation(metrics(p, len(self.names)), p.rows(self.names), len(enc),
                            one_class=len(set(p.preds)) == 1 and len(set(p.labels)) > 1,
                            extra={"majority": majority(p.labels)}) for p in preds]
