@@ -18,7 +18,7 @@ from typing import Any
 from .archs import ARCHS
 from .config import RunConfig, validate
 from .errors import ConfigError
-from .files import atomic_write_text
+from .files import FILE_MODE, atomic_write_text
 
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # lorabench's short names → their hub ids
 
@@ -33,6 +33,9 @@ def portable_base(name: str) -> str:
 def finish(adapter_dir: str | Path, cfg: RunConfig, *, residual: bool) -> None:
     """Make a saved adapter folder portable (see the module docstring)."""
     folder = Path(adapter_dir)
+    for f in folder.rglob("*"):
+        if f.is_file():
+            f.chmod(FILE_MODE)  # PEFT writes its weights 0600; a run's files follow the umask
     path = folder / "adapter_config.json"
     conf: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     conf["base_model_name_or_path"] = portable_base(cfg.model.name)

@@ -159,6 +159,9 @@ def read_rows(src: Source, root: Path) -> Rows:
         rows = _read_hub(src)
     else:
         assert src.path is not None  # Source's validator: one of path and hub
+        if root.is_file():
+            raise DataError(f"{root}: a file where a folder is expected (data.dir, or its environment variable, "
+                            "names the folder the data paths start from)")
         path = Path(src.path) if Path(src.path).is_absolute() else root / src.path
         if path.is_dir():
             rows = _read_folder(path, src.split)

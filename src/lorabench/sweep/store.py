@@ -78,6 +78,16 @@ def masked(url: str) -> str:
         return url
 
 
+LEASE_S = 300.0  # a running trial without a heartbeat for this long is taken as abandoned
+
+
+def worker_gone(owner: str | None, heartbeat: float | None, lease_s: float = LEASE_S) -> bool:
+    """Whether a running trial's worker is gone: its process is dead on this host, or its heartbeat is stale."""
+    h, _, pid = (owner or ":").rpartition(":")
+    dead_here = h == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+    return dead_here or (heartbeat or 0) < time.time() - lease_s
+
+
 class Store:
     """The trial table of one sweep. ``read_only``: for status, best and report, which only read (an SQLite
     store on a read-only file system still opens)."""
@@ -203,18 +213,13 @@ class Store:
                                               trials.c.status == Status.RUNNING.value).values(
                 status=Status.PENDING.value, owner=None))
 
-    def reclaim(self, lease_s: float = 300.0) -> int:
+    def reclaim(self, lease_s: float = LEASE_S) -> int:
         """Return to pending the running trials whose worker is gone: a dead process on this host,
         or no heartbeat for ``lease_s`` seconds elsewhere."""
-        host = socket.gethostname()
-        stale = []
         with self.engine.connect() as c:
-            for key, owner, beat in c.execute(sa.select(trials.c.key, trials.c.owner, trials.c.heartbeat)
-                                              .where(trials.c.status == Status.RUNNING.value)):
-                h, _, pid = (owner or ":").rpartition(":")
-                dead_here = h == host and pid.isdigit() and not _pid_alive(int(pid))
-                if dead_here or (beat or 0) < time.time() - lease_s:
-                    stale.append((key, owner))
+            stale = [(key, owner) for key, owner, beat in c.execute(
+                sa.select(trials.c.key, trials.c.owner, trials.c.heartbeat).where(trials.c.status == Status.RUNNING.value))
+                if worker_gone(owner, beat, lease_s)]
         with self.engine.begin() as c:
             for key, owner in stale:
                 c.execute(sa.update(trials).where(trials.c.key == key, trials.c.owner == owner,

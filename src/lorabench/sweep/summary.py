@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..records import FINISHED, Stat, Status, SummaryRow
+from .store import worker_gone
 from .curves import best_point, points, stat
 from ..text import num
 from .store import Store, default_url
@@ -30,20 +31,29 @@ def status(store: Store) -> dict[str, Any]:
         counts[r["status"].value] += 1
     finished = [r for r in rows if r["status"] in FINISHED and r["started"] and r["finished"]]
     per_trial = mean(r["finished"] - r["started"] for r in finished) if finished else None  # type: ignore[operator]
-    running = [r for r in rows if r["status"] is Status.RUNNING]
-    left = counts.get(Status.PENDING.value, 0) + len(running)
-    eta = per_trial * left / max(1, len(running)) if per_trial is not None and left else None
-    return {"total": len(rows), "counts": dict(counts), "strategy": store.get_meta("strategy"),
-            "running": [{"key": r["key"], "method": r["method"], "lr": r["lr"], "seed": r["seed"],
-                         "owner": r["owner"], "step": r["step"], "steps": r["config"]["steps"],
-                         "since_s": time.time() - (r["started"] or time.time())} for r in running],
+    now = time.time()
+    running = [{"key": r["key"], "method": r["method"], "lr": r["lr"], "seed": r["seed"], "owner": r["owner"],
+                "step": r["step"], "steps": r["config"]["steps"], "since_s": now - (r["started"] or now),
+                "dead": worker_gone(r["owner"], r["heartbeat"]), "quiet_s": now - (r["heartbeat"] or now)}
+               for r in rows if r["status"] is Status.RUNNING]
+    live = [r for r in running if not r["dead"]]
+    eta = None
+    if per_trial is not None and (counts.get(Status.PENDING.value) or running):
+        # what is left of the live trials, plus every pending (and abandoned) one, over the live workers
+        work = sum(max(0.0, per_trial - r["since_s"]) for r in live)
+        work += per_trial * (counts.get(Status.PENDING.value, 0) + len(running) - len(live))
+        eta = work / max(1, len(live))
+    return {"total": len(rows), "counts": dict(counts), "strategy": store.get_meta("strategy"), "running": running,
             "eta_seconds": eta}
 
 
 def format_status(s: dict[str, Any]) -> str:
     """``lorabench status``'s lines: counts, the running trials, the ETA."""
     lines = [f"{s['total']} trials ({s['strategy']}): " + ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()))]
-    lines += [f"  running {r['method']} lr={num(r['lr'])} seed={r['seed']} step {r['step']}/{r['steps']} on {r['owner']}"
+    lines += [(f"  dead    {r['method']} lr={num(r['lr'])} seed={r['seed']} at step {r['step']}/{r['steps']}: its "
+               f"worker {r['owner']} is gone (no heartbeat for {r['quiet_s']:.0f} s); the next sweep run reruns it")
+              if r.get("dead") else
+              f"  running {r['method']} lr={num(r['lr'])} seed={r['seed']} step {r['step']}/{r['steps']} on {r['owner']}"
               for r in s["running"]]
     if s["eta_seconds"] is not None:
         lines.append(f"ETA ≈ {s['eta_seconds'] / 60:.1f} min")
