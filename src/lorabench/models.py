@@ -57,7 +57,9 @@ def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: st
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, revision=cfg.revision)
         if cfg.head == "cls":
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+            # a checkpoint's own head of another size is replaced: the cls head is trained anew for the task's classes
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels,
+                                                                       ignore_mismatched_sizes=True, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
