@@ -59,7 +59,7 @@ def nli_pairs(tmp_path_factory) -> Path:
     rng = random.Random(0)
     for name, n in (("train.jsonl", 80), ("dev.jsonl", 24)):
         rows = []
-        for i in range(n):
+        for _ in range(n):
             a, b = rng.choice(sorted(CUES)), rng.choice(sorted(CUES))
             rows.append({"premise": f"the film is {rng.choice(CUES[a])}", "hypothesis": f"this story is {rng.choice(CUES[b])}",
                          "label": "entailment" if a == b else "contradiction"})
