@@ -129,10 +129,11 @@ def test_mismatches_are_one_line_naming_file_line_field(sets, message, three_cla
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["csv", "nli"])
-def test_own_data_sweeps_and_reports(task, three_class_csv, nli_pairs, tiny_bert_dir, tmp_path):
-    base = load_config(None, [*(["model.name=tiny-llama"] if task == "csv" else head_sets("cls", tiny_bert_dir)),
-                              *(csv_sets(three_class_csv) if task == "csv" else nli_sets(nli_pairs)),
+@pytest.mark.parametrize("task", ["csv", "jsonl", "nli"])
+def test_own_data_sweeps_and_reports(task, three_class_csv, jsonl_other_fields, nli_pairs, tiny_bert_dir, tmp_path):
+    sets = {"csv": csv_sets(three_class_csv), "jsonl": jsonl_sets(jsonl_other_fields), "nli": nli_sets(nli_pairs)}[task]
+    base = load_config(None, [*(head_sets("cls", tiny_bert_dir) if task == "nli" else ["model.name=tiny-llama"]),
+                              *sets,
                               "model.max_length=48", "steps=4", "eval_every=4", "batch_size=8", "device=cpu",
                               "save_adapter=false"]).dump()
     p = tmp_path / "sweep.yaml"
@@ -142,7 +143,8 @@ def test_own_data_sweeps_and_reports(task, three_class_csv, nli_pairs, tiny_bert
     rep = runner.invoke(app, ["report", str(tmp_path / "S")])
     assert rep.exit_code == 0, rep.output
     table = list(csv.DictReader((tmp_path / "S" / "report" / "tables" / "comparison.csv").open()))
-    folder, name, field = ((three_class_csv, "valid.csv", "sentiment") if task == "csv" else (nli_pairs, "dev.jsonl", "label"))
+    folder, name, field = {"csv": (three_class_csv, "valid.csv", "sentiment"),
+                           "jsonl": (jsonl_other_fields, "va.jsonl", "stars"), "nli": (nli_pairs, "dev.jsonl", "label")}[task]
     labels = ([r[field] for r in csv.DictReader((folder / name).open())] if task == "csv"
               else [json.loads(x)[field] for x in (folder / name).read_text().splitlines()])
     (row,) = [t for t in table if t["method"] == "majority class"]
@@ -151,3 +153,21 @@ def test_own_data_sweeps_and_reports(task, three_class_csv, nli_pairs, tiny_bert
     assert all(t["p_vs_ref"] for t in table if t["method"] == "pissa")  # paired test against LoRA
     if task == "csv":
         assert all(t["test_mean"] for t in table if t["method"] != "majority class")
+
+
+def test_parquet_and_datasets_folder_read_like_csv(three_class_csv, tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lorabench.config import Source
+    from lorabench.data.rows import read_rows
+
+    rows = read_rows(Source(path="train.csv"), three_class_csv).rows
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "train_ds"))
+    assert read_rows(Source(path="train.parquet"), tmp_path).rows == rows
+    assert read_rows(Source(path="train_ds"), tmp_path).rows == rows
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match="bad.parquet: not a readable Parquet file"):
+        read_rows(Source(path="bad.parquet"), tmp_path)

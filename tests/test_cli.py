@@ -60,7 +60,8 @@ def test_bad_data_exits_2_with_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
     proc = _cli("train", "configs/tiny-llama.yaml", "-o", str(out), "--set", f"data.dir={bad}")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: {bad / 'train.tsv'}:3: label must be 0 or 1, found '7'"
+    assert proc.stderr.strip() == f"error: {bad / 'train.tsv'}:3: field 'label': '7' is not one of the classes " \
+        "['0', '1'] (declared in data.labels)"
     assert not out.exists()
 
 

@@ -219,8 +219,14 @@ def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
         losses = [[json.loads(x)["loss"] for x in (tmp_path / f / "trials" / k / "metrics.jsonl").read_text().splitlines()]
                   for f in ("one", "three")]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    assert "trained fused (lora)" in format_best(best(open_store(tmp_path / "three")))
-    assert "trained fused" not in format_best(best(open_store(tmp_path / "one")))
+    # costs: the fused sweep's best was timed again alone (the cost pass); the unfused sweep's trials are their own
+    fused_best, alone_best = best(open_store(tmp_path / "three")), best(open_store(tmp_path / "one"))
+    assert "costs of lora: their best setting timed alone" in format_best(fused_best)
+    (t,) = fused_best["table"]
+    assert t["cost_source"] == "cost pass" and t["train_seconds"] > 0 and t["fused"] == 3
+    assert alone_best["table"][0]["cost_source"] == "trials" and "costs of" not in format_best(alone_best)
+    (cost_run,) = (tmp_path / "three" / "costs").iterdir()
+    assert json.loads((cost_run / "result.json").read_text())["fused"] == 1
     # grouping: compatible trials in chunks of K, an incompatible one (dropout) alone
     rows = open_store(tmp_path / "one").rows()
     odd = {**rows[0], "key": "x", "config": {**rows[0]["config"], "dropout": 0.1}}

@@ -55,7 +55,8 @@ def classes_of(rows: Rows, field: str, declared: Sequence[str | int] | None) -> 
     return sorted(found, key=int) if numeric else sorted(found)
 
 
-def examples_of(rows: Rows, text_fields: Sequence[str], label_field: str, classes: Sequence[str]) -> list[Example]:
+def examples_of(rows: Rows, text_fields: Sequence[str], label_field: str, classes: Sequence[str], *,
+                declared: bool = False) -> list[Example]:
     index = {c: k for k, c in enumerate(classes)}
     out = []
     for i in range(len(rows.rows)):
@@ -63,8 +64,9 @@ def examples_of(rows: Rows, text_fields: Sequence[str], label_field: str, classe
         value = value_field(rows, i, label_field)
         k = index.get(label_key(value) or "")
         if k is None:
+            hint = "declared in data.labels" if declared else "the training labels; set data.labels to declare others"
             raise DataError(f"{rows.where[i]}: field {label_field!r}: {value!r} is not one of the classes "
-                            f"{list(classes)} (set data.labels to declare them)")
+                            f"{list(classes)} ({hint})")
         out.append(Example(texts, k))
     return out
 

@@ -225,7 +225,8 @@ def accuracy_by_lr(data: SweepData) -> Table:
 def trials(data: SweepData) -> Table:
     sets = [k[4:] for k, _ in metric_keys(data) if k.startswith("set:")]
     cols = ["key", "method", "group", "lr", "second_rate", "seed", "status", "accuracy", "macro_f1", *sets,
-            "steps_done", "train_seconds", "peak_memory_mb", "memory_kind", "trainable_params"]
+            "test_accuracy", "degenerate", "steps_done", "train_seconds", "peak_memory_mb", "memory_kind",
+            "trainable_params"]
     raw = []
     for r in data.rows:
         res: Mapping[str, Any] = r["result"] or {}
@@ -233,9 +234,11 @@ def trials(data: SweepData) -> Table:
         second = ";".join(f"{k}={v}" for k, v in rate_axes(r["axes"]).items()) or None
         raw.append([r["key"], r["method"], r["grp"], r["lr"], second, r["seed"], r["status"].value,
                     fin.get("accuracy"), fin.get("macro_f1"), *((fin.get("sets") or {}).get(n) for n in sets),
+                    ((res.get("held_out") or {}).get("test") or {}).get("accuracy"), bool(res.get("one_class")),
                     res.get("steps_done"), res.get("train_seconds"),
                     res.get("peak_memory_mb"), res.get("memory_kind"), res.get("trainable_params")])
-    return Table("trials", "Every trial of the sweep.", cols, [], cols, raw, tex=False)
+    return Table("trials", "Every trial of the sweep (degenerate: its last predictions are all one class).", cols, [],
+                 cols, raw, tex=False)
 
 
 def setup(rows: list[tuple[str, str]]) -> Table:

@@ -60,7 +60,8 @@ def load_data(cfg: RunConfig) -> Labelled:
     splits = {"train": train_rows, "validation": read_rows(data.validation, root)}
     if data.test is not None:
         splits["test"] = read_rows(data.test, root)
-    ex = {k: D.examples_of(rows, fields, data.label, classes) for k, rows in splits.items()}
+    ex = {k: D.examples_of(rows, fields, data.label, classes, declared=data.labels is not None)
+          for k, rows in splits.items()}
     for key, n, split in (("n_train", data.n_train, "train"), ("n_eval", data.n_eval, "validation")):
         if n is not None and n > len(ex[split]):
             raise ConfigError(f"data.{key}: {n} exceeds the {len(ex[split])} rows of {splits[split].source} "
