@@ -108,6 +108,10 @@ def format_result(r: RunResult) -> str:
         ("mean of sets (final)" if f.get("sets") else "accuracy (final)", num(f.get("accuracy"), ".4f")),
         *((f"  {name} (final)", num(v, ".4f")) for name, v in (f.get("sets") or {}).items()),
         *([] if f.get("sets") else [("macro-F1 (final)", num(f.get("macro_f1"), ".4f"))]),
+        *([("  95% CI", f"[{f['accuracy_ci'][0]:.4f}, {f['accuracy_ci'][1]:.4f}]")] if f.get("accuracy_ci") else []),
+        *((f"{split} accuracy (held out)", f"{num(m.get('accuracy'), '.4f')}" + (
+            f" [{m['accuracy_ci'][0]:.4f}, {m['accuracy_ci'][1]:.4f}]" if m.get("accuracy_ci") else ""))
+          for split, m in (r.get("held_out") or {}).items()),
         ("accuracy (best)", f"{num(b.get('accuracy'), '.4f')} at step {b.get('step')}"),
         ("train_seconds", num(r["train_seconds"], ".1f")), ("samples/s", num(r["samples_per_second"], ".1f")),
         ("peak memory MB", f"{num(r['peak_memory_mb'], '.0f')} ({r['memory_kind']})"),
