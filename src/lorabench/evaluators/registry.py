@@ -9,11 +9,12 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError, config_error
 from .base import Evaluator
+from .code import MBPP, HumanEval
 from .commonsense import Commonsense
 from .gsm8k import GSM8K
 from .hendrycks_math import Math
 
-EVALUATORS: dict[str, type[Evaluator]] = {cls.name: cls for cls in (GSM8K, Math, Commonsense)}
+EVALUATORS: dict[str, type[Evaluator]] = {cls.name: cls for cls in (GSM8K, Math, Commonsense, HumanEval, MBPP)}
 
 
 def evaluator_names() -> list[str]:

@@ -1,0 +1,75 @@
+"""Code evaluators on the real HumanEval and MBPP files: canonical solutions pass, wrong ones fail, and a program
+that misbehaves fails alone, within its limits, touching nothing outside its scratch folder."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from lorabench.evaluators import GoldError, get_evaluator
+from lorabench.evaluators.code import completion
+from lorabench.evaluators.sandbox import Limits, program, run_program
+
+from .conftest import require_data_root
+
+
+def rows(name: str) -> list[dict]:
+    return [json.loads(x) for x in (require_data_root() / "code" / name).read_text(encoding="utf-8").splitlines()]
+
+
+def test_humaneval_canonical_solutions_pass_164_of_164_and_wrong_ones_none():
+    ev = get_evaluator("humaneval", "humaneval")
+    data = rows("humaneval_test.jsonl")
+    golds = [ev.gold(r, "test") for r in data]
+    assert len(data) == 164
+    assert sum(ev.correct(r["canonical_solution"], g) for r, g in zip(data, golds)) == 164
+    assert sum(ev.correct("    return None\n", g) for g in golds) == 0
+
+
+def test_mbpp_sanitized_test_split_canonical_code_passes_all_257_and_wrong_none():
+    ev = get_evaluator("mbpp", "mbpp")
+    data = [r for r in rows("mbpp_sanitized.jsonl") if 11 <= r["task_id"] <= 510]
+    golds = [ev.gold(r, "test_list") for r in data]
+    assert len(data) == 257
+    assert sum(ev.correct(r["code"], g) for r, g in zip(data, golds)) == 257
+    wrong = [r["code"].split("\n")[0] + "\n    return None" for r in data]  # the right name and signature only
+    assert sum(ev.correct(w, g) for w, g in zip(wrong, golds)) == 0
+
+
+def test_the_studys_post_processing():
+    text = "Here you go:\n```python\ndef f(x):\n    return x + 1\n```\nThat adds one."
+    assert completion(text) == "def f(x):\n    return x + 1"
+    assert completion("def f():\n    return 1\n\n# Example usage\nprint(f())") == "def f():\n    return 1"
+    assert completion("def f():\n    return 1\nassert f() == 1") == "def f():\n    return 1"
+    assert completion('def f():\n    return 1\nif __name__ == "__main__":\n    f()') == "def f():\n    return 1"
+
+
+@pytest.mark.parametrize("name, code", [
+    ("infinite loop", "while True:\n    pass"),
+    ("unbounded memory", "x = bytearray(10 ** 11)"),
+    ("fork", "import os\nos.fork()"),
+    ("subprocess", "import subprocess\nsubprocess.run(['true'])"),
+    ("delete a file", "import os\nos.remove(KEEP)"),
+    ("remove a tree", "import shutil\nshutil.rmtree(KEEP_DIR)"),
+    ("socket", "import socket\nsocket.create_connection(('127.0.0.1', 9))"),
+    ("sys.exit before the tests", "import sys\nsys.exit(0)"),
+])
+def test_a_misbehaving_program_fails_alone_within_its_limits(name, code, tmp_path):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("still here")
+    setup = f"KEEP = {str(keep)!r}\nKEEP_DIR = {str(tmp_path)!r}"
+    t0 = time.perf_counter()
+    out = run_program(program(setup, code, "assert True"), Limits(timeout_s=2, cpu_s=2, memory_mb=512))
+    assert not out.passed and out.status in ("failed", "timeout"), out
+    assert time.perf_counter() - t0 < 5
+    assert keep.read_text() == "still here"
+
+
+def test_unparseable_tests_are_refused_with_the_task_id():
+    with pytest.raises(GoldError, match="the tests of task HumanEval/7 do not parse"):
+        get_evaluator("humaneval", "h").gold({"task_id": "HumanEval/7", "prompt": "def f():\n", "entry_point": "f",
+                                             "test": "def check(c):\n    assert c( == 1\n"}, "test")
+    with pytest.raises(GoldError, match="task 3 needs a non-empty list of test lines"):
+        get_evaluator("mbpp", "m").gold({"task_id": 3, "test_list": []}, "test_list")
