@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PASSED = "LORABENCH-SANDBOX-PASSED-7f3a"
@@ -61,7 +62,7 @@ class Limits:
     file_mb: int = 16
 
 
-def _limit(limits: Limits):  # type: ignore[no-untyped-def]
+def _limit(limits: Limits) -> Callable[[], None]:
     def apply() -> None:
         import resource
 
