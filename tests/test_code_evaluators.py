@@ -73,3 +73,14 @@ def test_unparseable_tests_are_refused_with_the_task_id():
                                              "test": "def check(c):\n    assert c( == 1\n"}, "test")
     with pytest.raises(GoldError, match="task 3 needs a non-empty list of test lines"):
         get_evaluator("mbpp", "m").gold({"task_id": 3, "test_list": []}, "test_list")
+
+
+def test_shipped_tiny_code_config_trains_generates_and_executes(tmp_path, monkeypatch, one_thread):
+    from lorabench import load_config, run
+
+    monkeypatch.setenv("LORABENCH_DATA_ROOT", str(require_data_root()))
+    r = run(load_config("configs/sft-code-tinyllama.yaml"), tmp_path / "run", progress=False, log=lambda s: None)
+    assert r["status"] == "ok" and set(r["final"]["sets"]) == {"humaneval", "mbpp"}
+    gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 40 and all(g["correct"] in (True, False) for g in gens)
+    assert r["final"]["accuracy"] == sum(r["final"]["sets"].values()) / 2
