@@ -84,3 +84,22 @@ def test_shipped_tiny_code_config_trains_generates_and_executes(tmp_path, monkey
     gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == 40 and all(g["correct"] in (True, False) for g in gens)
     assert r["final"]["accuracy"] == sum(r["final"]["sets"].values()) / 2
+
+
+@pytest.mark.slow
+def test_humaneval_plus_canonical_solutions_pass_their_plus_tests_and_a_base_only_fix_does_not():
+    """HumanEval+ (evalplus's release file, read as it ships, gzipped): the canonical solutions pass the base tests
+    and the differential plus tests on all 164 tasks; a solution right only on small inputs passes base, not plus."""
+    from lorabench.config import Source
+    from lorabench.data.rows import read_rows
+
+    ev = get_evaluator("humaneval", "humaneval+", {"plus": True})
+    data = read_rows(Source(path="code/HumanEvalPlus-v0.1.10.jsonl.gz"), require_data_root()).rows
+    golds = [ev.gold(r, "test") for r in data]
+    assert len(data) == 164 and sum(len(t["inputs"]) for t in ev.plus_tasks.values()) > 100_000
+    assert sum(ev.correct(r["canonical_solution"], g) for r, g in zip(data, golds)) == 164
+    small_only = ("    if len(numbers) > 8:\n        return False\n"
+                  "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
+    base = get_evaluator("humaneval", "humaneval")
+    assert base.correct(small_only, base.gold(data[0], "test"))  # HumanEval/0's own tests pass …
+    assert not ev.correct(small_only, golds[0])  # … its plus inputs do not

