@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from lorabench.sweep import best, format_best, load_sweep, open_store, run_sweep
@@ -444,8 +445,12 @@ def test_ctrl_c_stops_at_once_and_the_interrupted_trial_reruns(tmp_path, glue_di
     deadline = time.time() + 240
     while time.time() < deadline:
         time.sleep(0.3)
-        if (out / "sweep.db").is_file() and any(r["status"] == "running" and r["step"] > 0
-                                                for r in open_store(out).rows()):
+        try:
+            started = (out / "sweep.db").is_file() and any(r["status"] == "running" and r["step"] > 0
+                                                           for r in open_store(out).rows())
+        except sa.exc.OperationalError:  # the sweep is still creating its store's tables
+            started = False
+        if started:
             break
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     _, err = proc.communicate(timeout=60)
