@@ -9,6 +9,7 @@ what to record (data files, counts). The headline figure (``accuracy``) is what 
 from __future__ import annotations
 
 from ..config import RunConfig, SftData
+from ..errors import LorabenchError
 from .base import Evaluation, Task
 from .classification import Classification
 from .sft import Sft
@@ -22,14 +23,16 @@ def load_task(cfg: RunConfig) -> Task:
 
 
 def data_files(cfg: RunConfig) -> dict[str, str] | None:
-    """The sha256 of each local file the task reads, without tokenising; None if one is not there (or on the hub)."""
-    if isinstance(cfg.data, SftData):
-        from .sft import file_hashes
-
-        return file_hashes(cfg.data)
-    from .classification import file_hashes as classification_hashes
-
-    return classification_hashes(cfg)
+    """The sha256 of each local file the task reads (its :attr:`Task.files`, read as a run reads them, without
+    tokenising); None when a source is on the hub (not fetched just to hash it) or cannot be read."""
+    d = cfg.data
+    sources = [d.train, *d.eval] if isinstance(d, SftData) else [d.train, d.validation, *([d.test] if d.test else [])]
+    if any(s.hub is not None for s in sources):
+        return None
+    try:
+        return {k: v["sha256"] for k, v in load_task(cfg).files.items()}
+    except LorabenchError:
+        return None
 
 
 __all__ = ["Classification", "Evaluation", "Sft", "Task", "data_files", "load_task"]

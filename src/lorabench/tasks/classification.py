@@ -15,7 +15,7 @@ import torch
 from .. import data as D
 from ..config import ClassificationData, RunConfig
 from ..data.rows import read_rows
-from ..errors import ConfigError, LorabenchError
+from ..errors import ConfigError
 from ..evaluate import metrics, predict_many
 from ..generate import ModelCall
 from .base import Evaluation
@@ -70,14 +70,6 @@ def load_data(cfg: RunConfig) -> Labelled:
     return Labelled(D.subset(ex["train"], data.n_train, data.subset_seed),
                     D.stratified(ex["validation"], data.n_eval, data.subset_seed), ex.get("test"), classes,
                     _names(data, classes, cfg.model.head), files)
-
-
-def file_hashes(cfg: RunConfig) -> dict[str, str] | None:
-    assert isinstance(cfg.data, ClassificationData)
-    try:
-        return {k: v["sha256"] for k, v in load_data(cfg).files.items()}
-    except LorabenchError:
-        return None
 
 
 class Classification:

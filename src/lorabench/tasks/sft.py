@@ -18,7 +18,7 @@ from .. import data as D
 from ..config import EvalSet, RunConfig, SftData
 from ..data.rows import Rows, read_rows, text_field
 from ..data.templates import PromptFormat
-from ..errors import DataError, LorabenchError
+from ..errors import DataError
 from ..evaluators import Evaluator, GoldError, get_evaluator
 from ..generate import Generation, ModelCall, Throughput, generate_many
 from ..records import Metrics
@@ -55,19 +55,6 @@ def _eval_set(j: int, spec: EvalSet, data: SftData) -> EvalItems:
         except GoldError as e:
             raise DataError(f"{rows.where[i]}: {e} (evaluator {ev.name})") from None
     return EvalItems(spec, ev, rows, texts, golds, _budget(spec, ev, data.max_new_tokens))
-
-
-def file_hashes(data: SftData) -> dict[str, str] | None:
-    """sha256 of the training and evaluation files; None if any is on the hub or unreadable."""
-    out = {}
-    for key, src in [("train", data.train), *((f"eval:{s.name}", s) for s in data.eval)]:
-        if src.hub is not None:
-            return None
-        try:
-            out[key] = read_rows(src, data.root()).sha256
-        except LorabenchError:
-            return None
-    return out
 
 
 class Sft:
