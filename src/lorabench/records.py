@@ -52,6 +52,7 @@ class Metrics(TypedDict):
     macro_f1: float | None
     accuracy_ci: NotRequired[list[float]]  # 95% bootstrap interval of the accuracy over the evaluated examples
     sets: NotRequired[dict[str, float]]
+    details: NotRequired[dict[str, dict[str, float]]]  # a set's further figures (IFEval: its four accuracies)
 
 
 class BestMetrics(TypedDict):

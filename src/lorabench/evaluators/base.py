@@ -25,7 +25,8 @@ class Evaluator:
 
     ``prompt_field`` and ``answer_field`` are the row fields read by default; ``max_new_tokens`` the study's
     generation budget for the family. Subclasses set ``name`` and override :meth:`gold`, :meth:`extract`
-    and :meth:`correct`; their options (if any) are a pydantic ``Options`` model.
+    and :meth:`correct` (an evaluator whose figure is not the share correct also overrides :meth:`judge` and
+    :meth:`figures`); their options (if any) are a pydantic ``Options`` model.
     """
 
     name: ClassVar[str]
@@ -51,3 +52,11 @@ class Evaluator:
 
     def correct(self, extracted: str | None, gold: str) -> bool:
         return extracted is not None and extracted == gold
+
+    def judge(self, extracted: str | None, gold: str) -> dict[str, Any]:
+        """What is recorded of one generation's scoring: ``correct``, and any detail an evaluator adds."""
+        return {"correct": self.correct(extracted, gold)}
+
+    def figures(self, judged: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
+        """The set's figure (by default the share correct) and any further figures, from its judged rows."""
+        return sum(bool(r["correct"]) for r in judged) / len(judged), {}

@@ -13,8 +13,9 @@ from .code import MBPP, HumanEval
 from .commonsense import Commonsense
 from .gsm8k import GSM8K
 from .hendrycks_math import Math
+from .ifeval import IFEval
 
-EVALUATORS: dict[str, type[Evaluator]] = {cls.name: cls for cls in (GSM8K, Math, Commonsense, HumanEval, MBPP)}
+EVALUATORS: dict[str, type[Evaluator]] = {cls.name: cls for cls in (GSM8K, Math, Commonsense, HumanEval, MBPP, IFEval)}
 
 
 def evaluator_names() -> list[str]:
@@ -42,5 +43,5 @@ def get_evaluator(name: str, set_name: str, options: dict[str, Any] | None = Non
         return cls(set_name, opts)
     except ValidationError as e:
         raise config_error(e, f"{where}.options") from None
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # ImportError: an evaluator's optional package is not installed
         raise ConfigError(f"{where}: {e}") from None

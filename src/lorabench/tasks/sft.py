@@ -99,6 +99,7 @@ class Sft:
     def evaluate(self, call: ModelCall, k: int, *, batch_size: int, device: torch.device, autocast: bool,
                  progress: bool, split: str = "validation") -> list[Evaluation]:
         accs: list[dict[str, float]] = [{} for _ in range(k)]
+        details: list[dict[str, dict[str, float]]] = [{} for _ in range(k)]
         rows: list[list[dict[str, Any]]] = [[] for _ in range(k)]
         speed = Throughput()
         per_run = max(1, batch_size // k)  # K fused runs decode eval_batch_size rows in all: the KV cache grows with rows
@@ -109,12 +110,19 @@ class Sft:
                                      desc=f"generating {s.spec.name}", throughput=speed)
             for j in range(k):
                 scored = self._score(s, gens[j])
-                accs[j][s.spec.name] = sum(r["correct"] for r in scored) / len(scored)
+                accs[j][s.spec.name], more = s.evaluator.figures(scored)
+                if more:
+                    details[j][s.spec.name] = more
                 rows[j] += scored
         n = sum(len(s.prompts) for s in self.sets)
-        return [Evaluation(Metrics(accuracy=sum(a.values()) / len(a), macro_f1=None, sets=a), r, n,
-                           extra={"new_tokens": speed.new_tokens, "generation_seconds": speed.seconds})
-                for a, r in zip(accs, rows)]
+        out = []
+        for a, d, r in zip(accs, details, rows):
+            m = Metrics(accuracy=sum(a.values()) / len(a), macro_f1=None, sets=a)
+            if d:
+                m["details"] = d
+            out.append(Evaluation(m, r, n, extra={"new_tokens": speed.new_tokens,
+                                                  "generation_seconds": speed.seconds}))
+        return out
 
     @staticmethod
     def _score(s: EvalItems, gens: list[Generation]) -> list[dict[str, Any]]:
@@ -122,6 +130,6 @@ class Sft:
         for i, (g, gold) in enumerate(zip(gens, s.golds, strict=True)):
             answer = s.evaluator.extract(g.text)
             out.append({"set": s.spec.name, "index": i, "id": s.rows.where[i], "text": g.text, "answer": answer,
-                        "gold": gold, "correct": s.evaluator.correct(answer, gold), "ended": g.ended,
+                        "gold": gold, **s.evaluator.judge(answer, gold), "ended": g.ended,
                         "new_tokens": len(g.tokens)})
         return out
