@@ -280,6 +280,33 @@ def export_cmd(
     typer.echo(f"wrote {export(run_dir, out, merged=merged)}")
 
 
+@app.command("eval")
+@one_line_errors
+def eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A finished causal-LM run folder (with adapter/).")],
+    harness: Annotated[str, typer.Option("--harness", metavar="TASKS", help="lm-evaluation-harness tasks, comma-"
+                                         "separated. Offline definitions of the staged files: gsm8k, arc_easy, "
+                                         "arc_challenge, openbookqa, piqa, social_iqa, boolq, winogrande; any other "
+                                         "name is the harness's own task (it fetches its data).")],
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate the first N documents of each task.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", help="Few-shot examples (default: each "
+                                                    "task's own, e.g. 5 for gsm8k).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Documents per forward pass.")] = 8,
+    device: Annotated[str | None, typer.Option("--device", help="e.g. cuda; default: where the model loads.")] = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding math/ and commonsense/ "
+                                                   "(default: $LORABENCH_DATA_ROOT).")] = None,
+) -> None:
+    """Run lm-evaluation-harness on a run's adapter (loaded onto the original base), beside the study's
+    generation protocol; writes RUN_DIR/harness/results.json and one samples file per task."""
+    from .harness import headline, run_harness
+
+    record = run_harness(run_dir, [t.strip() for t in harness.split(",")], data_root=data_root, limit=limit,
+                         num_fewshot=num_fewshot, batch_size=batch_size, device=device)
+    for task, metric, value in headline(record):
+        typer.echo(f"{task:<16} {metric:<32} {value:.4f}")
+    typer.echo(f"wrote {Path(run_dir) / 'harness' / 'results.json'}")
+
+
 @app.command("evaluators")
 def list_evaluators() -> None:
     """List the evaluators of generative tasks: name, scoring rule, default fields and generation budget."""

@@ -71,8 +71,6 @@ model = PeftModel.from_pretrained(base_model, "adapter")
 
 def export(run_dir: str | Path, out: str | Path, *, merged: bool = False) -> Path:
     """Write ``run_dir``'s adapter to ``out``, or (``merged``) the base with the adapter merged in and its tokenizer."""
-    import yaml
-
     run_dir, out = Path(run_dir), Path(out)
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
@@ -82,13 +80,8 @@ def export(run_dir: str | Path, out: str | Path, *, merged: bool = False) -> Pat
     if not merged:
         shutil.copytree(adapter, out, dirs_exist_ok=True)
         return out
-    from peft import PeftModel
-
-    from .models import load_model
-
-    cfg = validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")), str(run_dir / "config.yaml"))
-    base, tok = load_model(cfg.model, num_labels=_classes(run_dir))
-    model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    peft_model, tok, _ = trained_model(run_dir)
+    model = peft_model.merge_and_unload()
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
@@ -96,6 +89,21 @@ def export(run_dir: str | Path, out: str | Path, *, merged: bool = False) -> Pat
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def trained_model(run_dir: str | Path) -> tuple[Any, Any, RunConfig]:
+    """(the run's original base with its adapter loaded by plain PEFT, the tokenizer, the run's config)."""
+    import yaml
+    from peft import PeftModel
+
+    from .models import load_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise ConfigError(f"{run_dir}: no adapter/ here (the run did not finish ok, or save_adapter was false)")
+    cfg = validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")), str(run_dir / "config.yaml"))
+    base, tok = load_model(cfg.model, num_labels=_classes(run_dir))
+    return PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval(), tok, cfg
 
 
 def _classes(run_dir: Path) -> int:
