@@ -57,6 +57,10 @@ class Evaluator:
         """What is recorded of one generation's scoring: ``correct``, and any detail an evaluator adds."""
         return {"correct": self.correct(extracted, gold)}
 
+    def judge_all(self, extracted: list[str | None], golds: list[str]) -> list[dict[str, Any]]:
+        """:meth:`judge` of each pair, in order (an evaluator that runs programs runs them in parallel)."""
+        return [self.judge(x, g) for x, g in zip(extracted, golds, strict=True)]
+
     def figures(self, judged: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
         """The set's figure (by default the share correct) and any further figures, from its judged rows."""
         return sum(bool(r["correct"]) for r in judged) / len(judged), {}

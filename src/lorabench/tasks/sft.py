@@ -126,10 +126,8 @@ class Sft:
 
     @staticmethod
     def _score(s: EvalItems, gens: list[Generation]) -> list[dict[str, Any]]:
-        out = []
-        for i, (g, gold) in enumerate(zip(gens, s.golds, strict=True)):
-            answer = s.evaluator.extract(g.text)
-            out.append({"set": s.spec.name, "index": i, "id": s.rows.where[i], "text": g.text, "answer": answer,
-                        "gold": gold, **s.evaluator.judge(answer, gold), "ended": g.ended,
-                        "new_tokens": len(g.tokens)})
-        return out
+        answers = [s.evaluator.extract(g.text) for g in gens]
+        judged = s.evaluator.judge_all(answers, s.golds)
+        return [{"set": s.spec.name, "index": i, "id": s.rows.where[i], "text": g.text, "answer": answer,
+                 "gold": gold, **j, "ended": g.ended, "new_tokens": len(g.tokens)}
+                for i, (g, answer, gold, j) in enumerate(zip(gens, answers, s.golds, judged, strict=True))]
