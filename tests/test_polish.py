@@ -49,6 +49,7 @@ def test_help_shows_names_and_choices():
     (["model.nmae=x"], "--set model.nmae: unknown config key (did you mean 'name'?)"),
     (["method=pisa"], "--set method: unknown method 'pisa' (did you mean 'pissa'?)"),
     (["rank=0"], "--set rank: Input should be greater than 0"),
+    (["n_eval=5"], "--set n_eval: unknown config key (did you mean 'data.n_eval'?)"),  # a section's field
 ])
 def test_override_errors_name_set_and_suggest(sets, message):
     with pytest.raises(ConfigError) as e:

@@ -228,7 +228,7 @@ class RunConfig(BaseModel):
         extras = dict(self.model_extra or {})
         for key in extras:
             if option_owner(key) is None:
-                raise ConfigError(f"{key}: unknown config key{did_you_mean(key, known_keys())}")
+                raise ConfigError(f"{key}: unknown config key{_in_a_section(key) or did_you_mean(key, known_keys())}")
         if isinstance(self.data, SftData) and self.model.head != "lm":
             raise ConfigError("model.head: an sft task trains a causal LM; use head 'lm'")
         opts = method_options(self.method, extras)
@@ -261,6 +261,15 @@ def known_keys() -> list[str]:
 
     models = (RunConfig, ModelConfig, ClassificationData, SftData, SftTrain, EvalSet)
     return sorted({*(f for m in models for f in m.model_fields), *(o for c in method_classes() for o in c.Options.model_fields)})
+
+
+def _in_a_section(key: str) -> str:
+    """`` (did you mean 'data.max_new_tokens'?)`` when a top-level key is a field of a section."""
+    sections = {"model": (ModelConfig,), "data": (ClassificationData, SftData)}
+    for name, models in sections.items():
+        if any(key in m.model_fields for m in models):
+            return f" (did you mean '{name}.{key}'?)"
+    return ""
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
