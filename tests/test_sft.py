@@ -345,3 +345,18 @@ def test_shipped_tiny_commonsense_config_trains_and_scores_seven_sets(tmp_path, 
     assert r["counts"]["eval_examples"] == {name: 16 for name in r["final"]["sets"]}
     gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == 7 * 16 and all(g["gold"] for g in gens)
+
+
+def test_blank_training_rows_are_refused_naming_the_line_or_skipped_and_counted(monkeypatch):
+    """The staged Code Alpaca sample has two rows without a response (lines 238 and 1,860)."""
+    from lorabench.config import load_config
+    from lorabench.errors import DataError
+    from lorabench.tasks import load_task
+
+    from .conftest import require_data_root
+
+    monkeypatch.setenv("LORABENCH_DATA_ROOT", str(require_data_root()))
+    with pytest.raises(DataError, match=r"code_alpaca_2k_train.jsonl:238: field 'output' is empty"):
+        load_task(load_config("configs/sft-code-tinyllama.yaml", ["data.train.n=2000"]))
+    task = load_task(load_config("configs/sft-code-tinyllama.yaml", ["data.train.n=2000", "data.train.skip_empty=true"]))
+    assert (task.size, task.counts["train_skipped_empty"]) == (1998, 2)

@@ -459,3 +459,14 @@ def test_ctrl_c_stops_at_once_and_the_interrupted_trial_reruns(tmp_path, glue_di
     assert not any(r["status"] == "running" for r in rows)  # the interrupted trial is pending again
     assert sum(r["status"] == "pending" for r in rows) >= 2 and sum(r["attempts"] for r in rows) == 1  # nothing else started
     assert run_sweep(load_sweep(p), out, progress=False) == {"ok": 3}
+
+
+def test_a_store_whose_tables_are_not_created_yet_reads_as_empty(tmp_path):
+    """status/best in the first instant of a sweep: the sqlite file exists, its tables do not yet."""
+    import sqlite3
+
+    from lorabench.sweep.store import Store
+
+    sqlite3.connect(tmp_path / "sweep.db").close()  # an empty database file
+    store = Store(f"sqlite:///{tmp_path / 'sweep.db'}", read_only=True)
+    assert store.rows() == [] and store.get_meta("schema_version") is None

@@ -292,7 +292,7 @@ def eval_cmd(
     num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", help="Few-shot examples (default: each "
                                                     "task's own, e.g. 5 for gsm8k).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Documents per forward pass.")] = 8,
-    device: Annotated[str | None, typer.Option("--device", help="e.g. cuda; default: where the model loads.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda; default: the run's device setting.")] = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding math/ and commonsense/ "
                                                    "(default: $LORABENCH_DATA_ROOT).")] = None,
 ) -> None:

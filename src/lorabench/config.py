@@ -67,13 +67,15 @@ class SftTrain(Source):
     instruction: str = Field("instruction", description="the field holding the instruction (the prompt)")
     input: str | None = Field(None, description="an optional field of extra context, appended to the prompt")
     output: str = Field("output", description="the field holding the response")
+    skip_empty: bool = Field(False, description="skip rows whose instruction or response is blank (counted in "
+                             "counts.train_skipped_empty) instead of refusing the file")
 
 
 class EvalSet(Source):
     """One evaluation set: its rows' prompts are generated from and scored by ``evaluator``."""
 
     name: str = Field(description="the set's name in records and reports (for commonsense: the set, e.g. boolq)")
-    evaluator: str = Field(description="gsm8k, math or commonsense (lorabench evaluators)")
+    evaluator: str = Field(description="gsm8k, math, commonsense, humaneval, mbpp or ifeval (`lorabench evaluators`)")
     split: str = "test"
     prompt_field: str | None = Field(None, description="the field holding the prompt (default: the evaluator's)")
     input_field: str | None = None

@@ -61,6 +61,8 @@ def run_harness(run_dir: str | Path, tasks: list[str], *, data_root: str | Path 
     from lm_eval.tasks import TaskManager
 
     run_dir = Path(run_dir)
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device: {device!r} is not one of auto, cpu, cuda")
     if not tasks or not all(t.strip() for t in tasks):
         raise ConfigError("--harness: give one or more task names, comma-separated")
     specs, files = task_specs(tasks, Path(data_root) if data_root else None)
@@ -74,8 +76,9 @@ def run_harness(run_dir: str | Path, tasks: list[str], *, data_root: str | Path 
     model, tok, cfg = trained_model(run_dir)
     if cfg.model.head != "lm":
         raise ConfigError(f"{run_dir}: lm-evaluation-harness needs a causal LM (model.head 'lm'), not {cfg.model.head!r}")
-    if device:
-        model.to(device)
+    from .prepare import pick_device
+
+    model.to(pick_device(device or cfg.device))  # the run's own device setting unless --device says otherwise
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=cfg.model.max_length)
     out = lm_eval.simple_evaluate(model=lm, tasks=specs, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                                   log_samples=True, bootstrap_iters=0, verbosity="WARNING")

@@ -88,6 +88,11 @@ def worker_gone(owner: str | None, heartbeat: float | None, lease_s: float = LEA
     return dead_here or (heartbeat or 0) < time.time() - lease_s
 
 
+def _starting(e: Exception) -> bool:
+    """A store file whose tables its sweep is still creating: read as empty, not as an error."""
+    return "no such table" in str(e)
+
+
 class Store:
     """The trial table of one sweep. ``read_only``: for status, best and report, which only read (an SQLite
     store on a read-only file system still opens)."""
@@ -150,8 +155,13 @@ class Store:
             c.execute(stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value}))
 
     def get_meta(self, name: str) -> Any:
-        with self.engine.connect() as c:
-            v = c.execute(sa.select(meta.c.value).where(meta.c.name == name)).scalar()
+        try:
+            with self.engine.connect() as c:
+                v = c.execute(sa.select(meta.c.value).where(meta.c.name == name)).scalar()
+        except sa.exc.OperationalError as e:
+            if _starting(e):
+                return None
+            raise
         return None if v is None else json.loads(v)
 
     def add(self, specs: list[TrialSpec]) -> int:
@@ -228,9 +238,14 @@ class Store:
         return len(stale)
 
     def rows(self) -> list[TrialRow]:
-        with self.engine.connect() as c:
-            raw = [dict(r._mapping) for r in c.execute(sa.select(trials).order_by(trials.c.grp, trials.c.lr,
-                                                                                   trials.c.seed))]
+        try:
+            with self.engine.connect() as c:
+                raw = [dict(r._mapping) for r in c.execute(sa.select(trials).order_by(trials.c.grp, trials.c.lr,
+                                                                                       trials.c.seed))]
+        except sa.exc.OperationalError as e:
+            if _starting(e):
+                return []
+            raise
         out = []
         for r in raw:
             r.update(axes=json.loads(r["axes"]), config=json.loads(r["config"]), status=Status(r["status"]),

@@ -66,16 +66,21 @@ class Sft:
         self.data, self.max_length = cfg.data, cfg.model.max_length
         src = self.data.train
         rows = read_rows(src, self.data.root())
-        self.pairs = []
+        self.pairs, skipped = [], 0
         for i in range(len(rows.rows)):
+            if src.skip_empty and not all(str(rows.rows[i].get(f) or "").strip() for f in (src.instruction, src.output)):
+                skipped += 1
+                continue
             extra = text_field(rows, i, src.input, required=False) if src.input else ""
             self.pairs.append((text_field(rows, i, src.instruction), extra, text_field(rows, i, src.output)))
+        if not self.pairs:
+            raise DataError(f"{rows.source}: no training rows left ({skipped} skipped as empty)")
         self.size = len(self.pairs)
         self.files = {"train": {"source": rows.source, "sha256": rows.sha256}}
         self.sets = [_eval_set(j, spec, self.data) for j, spec in enumerate(self.data.eval)]
         for s in self.sets:
             self.files[f"eval:{s.spec.name}"] = {"source": s.rows.source, "sha256": s.rows.sha256}
-        self.counts: dict[str, Any] = {"train_examples": self.size,
+        self.counts: dict[str, Any] = {"train_examples": self.size, "train_skipped_empty": skipped,
                                        "eval_examples": {s.spec.name: len(s.golds) for s in self.sets}}
 
     def tokenize(self, tokenizer: Any) -> None:
@@ -90,7 +95,8 @@ class Sft:
 
     def describe(self) -> list[str]:
         c = self.counts
-        lines = [f"train: {c['train_examples']} examples, {c['train_without_loss']} without loss tokens "
+        skipped = f", {c['train_skipped_empty']} blank rows skipped" if c["train_skipped_empty"] else ""
+        lines = [f"train: {c['train_examples']} examples{skipped}, {c['train_without_loss']} without loss tokens "
                  f"(prompt at least max_length)"]
         lines += [f"eval {s.spec.name}: {len(s.prompts)} prompts, {s.evaluator.name} scoring, at most "
                   f"{s.max_new_tokens} new tokens" for s in self.sets]
