@@ -84,6 +84,8 @@ def test_shipped_tiny_code_config_trains_generates_and_executes(tmp_path, monkey
     gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == 40 and all(g["correct"] in (True, False) and g["plus"] in (True, False) for g in gens)
     assert r["final"]["accuracy"] == sum(r["final"]["sets"].values()) / 2
+    lo, hi = r["final"]["accuracy_ci"]  # stratified over the two sets
+    assert lo <= r["final"]["accuracy"] <= hi
     for name, d in r["final"]["details"].items():  # base is the set's figure, plus beside it
         assert d["base"] == r["final"]["sets"][name] and d["plus"] <= d["base"]
 

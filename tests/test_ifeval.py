@@ -163,6 +163,7 @@ def test_shipped_tiny_instruction_config_trains_generates_and_checks(tmp_path, m
     assert d["inst_strict"] == sum(map(sum, (g["strict"] for g in gens))) / sum(len(g["strict"]) for g in gens)
     assert r["final"]["sets"]["ifeval"] == pytest.approx((d["prompt_strict"] + d["inst_strict"]) / 2)
     assert d["prompt_loose"] >= d["prompt_strict"]
+    assert "accuracy_ci" not in r["final"]  # the figure is not a share of examples: no bootstrap interval
 
 
 def test_shipped_qwen3_code_and_instruction_configs_follow_the_study():

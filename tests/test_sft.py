@@ -360,3 +360,15 @@ def test_blank_training_rows_are_refused_naming_the_line_or_skipped_and_counted(
         load_task(load_config("configs/sft-code-tinyllama.yaml", ["data.train.n=2000"]))
     task = load_task(load_config("configs/sft-code-tinyllama.yaml", ["data.train.n=2000", "data.train.skip_empty=true"]))
     assert (task.size, task.counts["train_skipped_empty"]) == (1998, 2)
+
+
+def test_the_headline_interval_resamples_each_set_on_its_own():
+    """Mean of two sets' accuracies: a constant set adds no spread, so the interval is half the other's."""
+    from lorabench.evaluate import accuracy_interval
+
+    half = [True] * 50 + [False] * 50
+    lo, hi = accuracy_interval(half)
+    lo2, hi2 = accuracy_interval(half, [True] * 10)
+    assert lo < 0.5 < hi and lo2 < 0.75 < hi2
+    assert (hi2 - lo2) == pytest.approx((hi - lo) / 2, rel=0.25)
+    assert accuracy_interval([True] * 3, [False] * 3) == [0.5, 0.5]

@@ -70,16 +70,22 @@ def predict_many(forward: Callable[[dict[str, torch.Tensor], list[int]], torch.T
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def accuracy_interval(correct: list[bool], level: float = 0.95, seed: int = 0) -> list[float]:
+def accuracy_interval(*sets: list[bool], level: float = 0.95, seed: int = 0) -> list[float]:
     """The percentile bootstrap interval of the mean of ``correct`` over resampled examples (scipy), seeded so
-    that it is reproducible."""
+    that it is reproducible. Given several sets, the interval of the mean of their accuracies, each set
+    resampled on its own (a stratified bootstrap: a generative task's headline)."""
     from scipy.stats import bootstrap
 
-    x = np.asarray(correct, dtype=float)
-    if len(x) < 2 or x.min() == x.max():
-        return [float(x.mean()), float(x.mean())] if len(x) else [0.0, 0.0]
-    res = bootstrap((x,), np.mean, confidence_level=level, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                    rng=np.random.default_rng(seed))
+    xs = [np.asarray(c, dtype=float) for c in sets]
+    point = float(np.mean([x.mean() for x in xs])) if xs and all(len(x) for x in xs) else 0.0
+    if not xs or any(len(x) < 2 for x in xs) or all(x.min() == x.max() for x in xs):
+        return [point, point]
+
+    def mean_of_means(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean([s.mean(axis=axis) for s in samples], axis=0)
+
+    res = bootstrap(tuple(xs), mean_of_means, confidence_level=level, n_resamples=BOOTSTRAP_RESAMPLES,
+                    method="percentile", rng=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 

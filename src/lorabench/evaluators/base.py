@@ -34,6 +34,7 @@ class Evaluator:
     answer_field: ClassVar[str] = "output"
     max_new_tokens: ClassVar[int] = 256
     Options: ClassVar[type[BaseModel]] = NoOptions
+    figure_is_share: ClassVar[bool] = True  # the set's figure is its share correct (so it has a bootstrap interval)
 
     def __init__(self, set_name: str, options: BaseModel) -> None:
         self.set_name, self.options = set_name, options

@@ -52,6 +52,7 @@ class IFEval(Evaluator):
     prompt_field = "prompt"
     answer_field = "instruction_id_list"
     max_new_tokens = 2048
+    figure_is_share = False  # the mean of two accuracies at different levels
 
     def __init__(self, set_name: str, options: Any) -> None:
         super().__init__(set_name, options)

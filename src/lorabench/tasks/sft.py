@@ -19,6 +19,7 @@ from ..config import EvalSet, RunConfig, SftData
 from ..data.rows import Rows, read_rows, text_field
 from ..data.templates import PromptFormat
 from ..errors import DataError
+from ..evaluate import accuracy_interval
 from ..evaluators import Evaluator, GoldError, get_evaluator
 from ..generate import Generation, ModelCall, Throughput, generate_many
 from ..records import Metrics
@@ -124,6 +125,9 @@ class Sft:
         out = []
         for a, d, r in zip(accs, details, rows):
             m = Metrics(accuracy=sum(a.values()) / len(a), macro_f1=None, sets=a)
+            if all(s.evaluator.figure_is_share for s in self.sets):
+                m["accuracy_ci"] = accuracy_interval(*[[bool(x["correct"]) for x in r if x["set"] == s.spec.name]
+                                                       for s in self.sets])
             if d:
                 m["details"] = d
             out.append(Evaluation(m, r, n, extra={"new_tokens": speed.new_tokens,
