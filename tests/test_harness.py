@@ -72,8 +72,8 @@ def test_harness_runs_a_loglikelihood_and_a_generation_task_on_the_adapter(train
     for g in gens:
         prompt = g["arguments"][0][0]
         assert prompt.startswith("Question: ") and prompt.endswith("\nAnswer:")
-        ids = tok(prompt, return_tensors="pt")["input_ids"][:, -(384 - 256):]  # max_length − max_gen_toks, kept
-        # from the left as the harness truncates
+        # the model's context (512) − max_gen_toks (256), kept from the right as the harness truncates
+        ids = tok(prompt, return_tensors="pt")["input_ids"][:, -(512 - 256):]
         with torch.no_grad():
             out = adapted.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                    max_new_tokens=256, pad_token_id=tok.pad_token_id)

@@ -295,13 +295,15 @@ def eval_cmd(
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda; default: the run's device setting.")] = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding math/ and commonsense/ "
                                                    "(default: $LORABENCH_DATA_ROOT).")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="Context in tokens (default: the model's "
+                                                   "own, from its config).")] = None,
 ) -> None:
     """Run lm-evaluation-harness on a run's adapter (loaded onto the original base), beside the study's
     generation protocol; writes RUN_DIR/harness/results.json and one samples file per task."""
     from .harness import headline, run_harness
 
     record = run_harness(run_dir, [t.strip() for t in harness.split(",")], data_root=data_root, limit=limit,
-                         num_fewshot=num_fewshot, batch_size=batch_size, device=device)
+                         num_fewshot=num_fewshot, batch_size=batch_size, device=device, max_length=max_length)
     for task, metric, value in headline(record):
         typer.echo(f"{task:<16} {metric:<32} {value:.4f}")
     typer.echo(f"wrote {Path(run_dir) / 'harness' / 'results.json'}")

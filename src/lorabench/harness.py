@@ -54,7 +54,7 @@ def task_specs(names: list[str], root: Path | None) -> tuple[list[Any], dict[str
 
 def run_harness(run_dir: str | Path, tasks: list[str], *, data_root: str | Path | None = None,
                 limit: int | None = None, num_fewshot: int | None = None, batch_size: int = 8,
-                device: str | None = None) -> dict[str, Any]:
+                device: str | None = None, max_length: int | None = None) -> dict[str, Any]:
     """Evaluate ``run_dir``'s adapter on ``tasks``; returns (and writes) the harness's figures per task."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -79,7 +79,9 @@ def run_harness(run_dir: str | Path, tasks: list[str], *, data_root: str | Path 
     from .prepare import pick_device
 
     model.to(pick_device(device or cfg.device))  # the run's own device setting unless --device says otherwise
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=cfg.model.max_length)
+    # the context is the model's own (its config's max_position_embeddings), not the training max_length: a
+    # 5-shot prompt is longer than a training example
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=max_length)
     out = lm_eval.simple_evaluate(model=lm, tasks=specs, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                                   log_samples=True, bootstrap_iters=0, verbosity="WARNING")
     if out is None:
