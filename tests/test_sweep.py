@@ -470,3 +470,26 @@ def test_a_store_whose_tables_are_not_created_yet_reads_as_empty(tmp_path):
     sqlite3.connect(tmp_path / "sweep.db").close()  # an empty database file
     store = Store(f"sqlite:///{tmp_path / 'sweep.db'}", read_only=True)
     assert store.rows() == [] and store.get_meta("schema_version") is None
+
+
+def test_best_gives_each_sets_further_figures_over_the_best_seeds(tmp_path):
+    """A code sweep's best row keeps HumanEval's plus beside its base (mean ± std over the best rate's seeds)."""
+    from lorabench.sweep.store import Store, default_url
+
+    (tmp_path / "S").mkdir()
+    store = Store(default_url(tmp_path / "S"))
+    runs = [(1e-3, 0, 0.30, 0.25), (1e-3, 1, 0.40, 0.35), (1e-2, 0, 0.10, 0.05)]
+    specs = [TrialSpec(key=f"k{i}", group=json.dumps({"method": "lora"}), method="lora", lr=lr, seed=seed, axes={},
+                       config={"steps": 1}) for i, (lr, seed, _, _) in enumerate(runs)]
+    store.add(specs)
+    for spec, (_, _, base, plus) in zip(specs, runs):
+        assert store.claim(spec.key, "me")
+        final = {"accuracy": base, "macro_f1": None, "sets": {"humaneval": base},
+                 "details": {"humaneval": {"base": base, "plus": plus}}}
+        store.finish(spec.key, "me", "ok", {"final": final, "train_seconds": 1.0, "peak_memory_mb": 1.0,
+                                                 "memory_kind": "rss", "trainable_params": 1, "fused": 1}, None)
+    (t,) = best(store)["table"]
+    assert t["best_lr"] == 1e-3 and t["details"]["humaneval"]["plus"]["mean"] == pytest.approx(0.30)
+    assert t["details"]["humaneval"]["plus"]["std"] == pytest.approx(0.0707, abs=1e-4)
+    text = format_best(best(store))
+    assert "humaneval plus" in text and "0.3000 ± 0.0707" in text

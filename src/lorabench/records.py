@@ -163,6 +163,7 @@ class SummaryRow(TypedDict):
     accuracy: Stat  # the task's headline figure (a generative task: the mean over its sets)
     macro_f1: Stat | None
     sets: NotRequired[dict[str, Stat]]
+    details: NotRequired[dict[str, dict[str, Stat]]]  # a set's further figures over seeds (HumanEval plus …)
     seeds: int
     test: Stat | None  # held-out test accuracy over the ok seeds at the best setting (chosen on validation)
     majority: float | None  # the validation split's majority-class accuracy

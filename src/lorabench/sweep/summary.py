@@ -100,11 +100,26 @@ def best(store: Store) -> dict[str, Any]:
             memory_kind=cost["memory_kind"], cost_source=cost["cost_source"])
         if "sets" in top:
             row["sets"] = top["sets"]
+        if details := _details(res):
+            row["details"] = details
         table.append(row)
     peaks = [t["accuracy"]["mean"] for t in table]
     return {"strategy": store.get_meta("strategy"), "trials": len(rows), "unfinished": unfinished, "table": table,
             "no_ok": no_ok,
             "spread": (max(peaks) - min(peaks)) if peaks else None}
+
+
+DETAIL_COLUMNS = ("plus", "prompt_strict", "inst_strict")  # the further figures `best` prints as columns
+
+
+def _details(res: list[Any]) -> dict[str, dict[str, Stat]]:
+    """Each set's further figures (``final.details``) over the best setting's seeds."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for x in res:
+        for name, figures in ((x.get("final") or {}).get("details") or {}).items():
+            for key, v in figures.items():
+                values[name][key].append(v)
+    return {name: {k: stat(v) for k, v in figures.items()} for name, figures in values.items()}
 
 
 def _costs(res: list[Any], fused: int, alone: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,8 +145,11 @@ def _pm(s: Stat | None) -> str:
 
 def format_best(b: dict[str, Any]) -> str:
     sets = list(dict.fromkeys(n for t in b["table"] for n in t.get("sets", {})))
+    extra = list(dict.fromkeys((n, k) for t in b["table"] for n, d in t.get("details", {}).items()
+                               for k in DETAIL_COLUMNS if k in d))
     test = any(t.get("test") for t in b["table"])
     head = ["method", "axes", "best lr", "λ_max", "mean of sets" if sets else "val accuracy", *sets,
+            *(f"{n} {k}" for n, k in extra),
             *([] if sets else ["macro-F1"]), *(["test accuracy"] if test else []), "seeds", "train s", "peak MB",
             "params", "trials"]
     lines = []
@@ -141,6 +159,7 @@ def format_best(b: dict[str, Any]) -> str:
         lines.append([t["method"], axes, num(t["best_lr"]),
                       f"{t['lambda_max']:.4g}" if t.get("lambda_max") is not None else "-",
                       _pm(t["accuracy"]), *(_pm(t.get("sets", {}).get(n)) for n in sets),
+                      *(_pm(t.get("details", {}).get(n, {}).get(k)) for n, k in extra),
                       *([] if sets else [_pm(t["macro_f1"])]), *([_pm(t.get("test"))] if test else []),
                       str(t["seeds"]),
                       f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",
