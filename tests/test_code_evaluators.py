@@ -103,6 +103,7 @@ def test_humaneval_plus_canonical_solutions_pass_base_and_plus_and_a_base_only_f
     assert len(data) == 164 and sum(len(t["plus"]) for t in ev.plus_tasks.values()) > 100_000
     judged = ev.judge_all([r["canonical_solution"] for r in data], golds)
     assert ev.figures(judged) == (1.0, {"base": 1.0, "plus": 1.0})
+    assert ev.figures(ev.judge_all(["    return None\n"] * len(data), golds)) == (0.0, {"base": 0.0, "plus": 0.0})
     small_only = ("    if len(numbers) > 8:\n        return False\n"
                   "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
     plain = get_evaluator("humaneval", "humaneval")
@@ -130,6 +131,9 @@ def test_mbpp_plus_canonical_solutions_pass_base_and_plus_on_all_378_tasks():
     judged = ev.judge_all([r["canonical_solution"] for r in data], golds)
     assert [r["task_id"] for r, j in zip(data, judged) if not j["plus"]] == []
     assert ev.figures(judged) == (1.0, {"base": 1.0, "plus": 1.0})
+    wrong = ev.judge_all([f"def {r['entry_point']}(*args):\n    return None" for r in data], golds)
+    assert ev.figures(wrong) == (0.0, {"base": 0.0, "plus": 0.0})  # (are_equivalent, whose oracle accepts
+    # anything, is not in v0.2.0)
     by_id = {r["task_id"]: g for r, g in zip(data, golds)}
     # similar_elements: compared as sets, so any order of the shared elements passes
     assert ev.judge("def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))",

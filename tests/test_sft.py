@@ -184,7 +184,7 @@ def test_a_memorised_answer_is_generated_and_scored_correct(tmp_path, one_thread
     assert rows[0]["text"] == "Three plus four.\nThe answer is: 7\n" and rows[0]["ended"] == "eos"
     assert (rows[0]["answer"], rows[0]["gold"], rows[0]["correct"]) == ("7.0", "7.0", True)
     assert rows[1]["correct"] is False and rows[1]["id"].endswith("test.jsonl:2")
-    assert r["counts"] == {"train_examples": 8, "eval_examples": {"gsm8k": 2}, "train_without_loss": 0}
+    assert r["counts"] == {"train_examples": 8, "train_skipped_empty": 0, "eval_examples": {"gsm8k": 2}, "train_without_loss": 0}
     assert r["generation_tokens_per_second"] > 0 and r["final"]["macro_f1"] is None
 
 
