@@ -37,7 +37,7 @@ def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: i
             while queue and len(running) < workers:
                 task = queue.pop(0)
                 proc = ctx.Process(target=run_trials, args=(store_url, sweep_dir, task, threads), daemon=False)
-                proc.start()
+                _start_deaf_to_ctrl_c(proc)
                 running[proc] = task
             wait([p.sentinel for p in running])
             for proc in [p for p in running if not p.is_alive()]:
@@ -51,6 +51,17 @@ def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: i
             proc.join()
             release(store_url, task, proc.pid)
         raise
+
+
+def _start_deaf_to_ctrl_c(proc: Any) -> None:
+    """Start a worker that ignores SIGINT from its first instruction (a spawned interpreter keeps an ignored
+    disposition). Ctrl-C reaches the whole process group; the parent answers it by terminating its workers and
+    releasing their trials, whereas a worker interrupted on its own would print a traceback from mid-step."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _owner(pid: int | None) -> str:
