@@ -67,6 +67,13 @@ def test_a_misbehaving_program_fails_alone_within_its_limits(name, code, tmp_pat
     assert keep.read_text() == "still here"
 
 
+def test_what_a_program_printed_before_its_timeout_is_kept():
+    """A plus test that times out still tells whether base passed: the sandbox keeps the output up to the kill."""
+    out = run_program(program("", "print('base done', flush=True)\nwhile True:\n    pass", ""),
+                      Limits(timeout_s=1, cpu_s=2))
+    assert out.status == "timeout" and out.output == "base done\n"
+
+
 def test_unparseable_tests_are_refused_with_the_task_id():
     with pytest.raises(GoldError, match="the tests of task HumanEval/7 do not parse"):
         get_evaluator("humaneval", "h").gold({"task_id": "HumanEval/7", "prompt": "def f():\n", "entry_point": "f",

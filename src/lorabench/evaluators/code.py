@@ -25,14 +25,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Evaluator, GoldError
-from .plus import differential, shape_of
+from .plus import BASE_PASSED, differential, shape_of
 from .sandbox import Limits, program, run_program
 
 
 class CodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(10.0, gt=0, description="wall-clock and CPU seconds per program")
-    plus: bool = Field(False, description="on HumanEval+ / MBPP+ rows: also evalplus's plus tests (60 s and 4 GiB per task)")
+    plus: bool = Field(False, description="on HumanEval+ / MBPP+ rows: also evalplus's plus tests (base then plus in one process, 120 s and 4 GiB per task)")
 
 
 def completion(text: str) -> str:
@@ -102,13 +102,10 @@ class _Code(Evaluator):
             return {"correct": self.correct(extracted, gold)}
         task, code = self.plus_tasks[g["task_id"]], self.candidate(extracted, g)
 
-        def passes(inputs: list[Any]) -> bool:
-            source = differential(self.dataset, task["reference"], code, g["entry_point"], inputs, task["atol"],
-                                  task["shape"])
-            return run_program(source, Limits(timeout_s=60, cpu_s=60, memory_mb=4096)).passed  # evalplus: 4 GiB
-
-        base = passes(task["base"])
-        return {"correct": base, "plus": base and passes(task["plus"])}
+        source = differential(self.dataset, task["reference"], code, g["entry_point"], task["base"], task["plus"],
+                              task["atol"], task["shape"])
+        out = run_program(source, Limits(timeout_s=120, cpu_s=120, memory_mb=4096))  # 60 s a set; evalplus: 4 GiB
+        return {"correct": BASE_PASSED in out.output, "plus": out.passed}
 
     def figures(self, judged: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
         base = sum(bool(r["correct"]) for r in judged) / len(judged)

@@ -13,7 +13,9 @@ solution's, by evalplus's rules (``evalplus/eval/__init__.py``, ``unsafe_execute
   (:data:`MBPP_SHAPES`) before calling the function, and so does the program here.
 
 Expected outputs are computed in the same sandboxed process, by the canonical solution on a deep copy of each
-input, as evalplus does.
+input, as evalplus does. Base inputs run first and the program says so when they all match; the plus inputs
+follow in the same process (evalplus runs two, but plus counts only when base passed, so one start per task
+gives the same pair of results at half the interpreter starts).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 from typing import Any
 
 from .sandbox import program
+
+BASE_PASSED = "LORABENCH-BASE-PASSED-2c9e"  # printed once every base input matched
 
 # evalplus's per-task rebuild of MBPP+ inputs (task number → rule of SHAPE_RULES)
 MBPP_SHAPES: dict[str, tuple[int, ...]] = {
@@ -101,11 +105,15 @@ def _matches(out, exp, args, atol):
 _ref, _cand = {}, {}
 exec(compile(_REF, "reference", "exec"), _ref)
 exec(compile(_CAND, "candidate", "exec"), _cand)
-for _i, _args in enumerate(_INPUTS):
-    _exp = _ref[_ENTRY](*copy.deepcopy(_args))
-    if _DATASET == "mbpp" and _ENTRY in NOT_NONE:
-        _exp = _exp is not None
-    assert _matches(_cand[_ENTRY](*copy.deepcopy(_args)), _exp, _args, _ATOL), f"plus input {_i}"
+def _check(inputs, kind):
+    for _i, _args in enumerate(inputs):
+        _exp = _ref[_ENTRY](*copy.deepcopy(_args))
+        if _DATASET == "mbpp" and _ENTRY in NOT_NONE:
+            _exp = _exp is not None
+        assert _matches(_cand[_ENTRY](*copy.deepcopy(_args)), _exp, _args, _ATOL), f"{kind} input {_i}"
+_check(_BASE, "base")
+print(BASE_PASSED, flush=True)
+_check(_PLUS, "plus")
 '''
 
 
@@ -115,12 +123,16 @@ def shape_of(task_id: str) -> str | None:
     return next((rule for rule, tasks in MBPP_SHAPES.items() if number in tasks), None)
 
 
-def differential(dataset: str, reference: str, candidate: str, entry: str, inputs: list[Any], atol: float,
-                 shape: str | None = None) -> str:
-    """A program that passes when ``candidate`` matches ``reference`` on every input (see the module docstring)."""
-    rebuild = f"_INPUTS = [_RULES[{shape!r}](a) for a in _INPUTS]\n" if shape else ""
+def differential(dataset: str, reference: str, candidate: str, entry: str, base: list[Any], plus: list[Any],
+                 atol: float, shape: str | None = None) -> str:
+    """A program that prints :data:`BASE_PASSED` once ``candidate`` matches ``reference`` on every base input, and
+    passes when it matches on every plus input too (see the module docstring). One process runs both, in that
+    order, as evalplus's two executions would: plus counts only after base."""
+    rebuild = (f"_BASE = [_RULES[{shape!r}](a) for a in _BASE]\n_PLUS = [_RULES[{shape!r}](a) for a in _PLUS]\n"
+               if shape else "")
     setup = ("import copy, math\nimport numpy as np\n"  # before the guard
              f"_DATASET = {dataset!r}\n_REF = {reference!r}\n_CAND = {candidate!r}\n_ENTRY = {entry!r}\n"
-             f"_INPUTS = __import__('json').loads({json.dumps(inputs)!r})\n_ATOL = {float(atol)!r}\n"
-             f"{SHAPE_RULES}{rebuild}")
+             f"_BASE = __import__('json').loads({json.dumps(base)!r})\n"
+             f"_PLUS = __import__('json').loads({json.dumps(plus)!r})\n_ATOL = {float(atol)!r}\n"
+             f"BASE_PASSED = {BASE_PASSED!r}\n{SHAPE_RULES}{rebuild}")
     return program(setup, "", ORACLES)

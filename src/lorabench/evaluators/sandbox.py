@@ -52,6 +52,7 @@ class Outcome:
     passed: bool
     status: str  # passed, failed, timeout
     detail: str  # the last line of the program's error output, if any
+    output: str = ""  # what the program printed (also when it timed out)
 
 
 @dataclass(frozen=True)
@@ -99,18 +100,20 @@ def run_program(source: str, limits: Limits = Limits()) -> Outcome:
         try:
             out, err = proc.communicate(timeout=limits.timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return Outcome(False, "timeout", f"over {limits.timeout_s:g} s")
+            out = _kill_group(proc)
+            return Outcome(False, "timeout", f"over {limits.timeout_s:g} s", out.decode("utf-8", "replace"))
     passed = proc.returncode == 0 and PASSED.encode() in out
     tail = err.decode("utf-8", "replace").strip().splitlines()
-    return Outcome(passed, "passed" if passed else "failed", tail[-1][:300] if tail else f"exit {proc.returncode}")
+    return Outcome(passed, "passed" if passed else "failed", tail[-1][:300] if tail else f"exit {proc.returncode}",
+                   out.decode("utf-8", "replace"))
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> bytes:
+    """Kill the program and all it started; returns what it printed until then."""
     import signal
 
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()
+    return proc.communicate()[0]
