@@ -6,10 +6,15 @@ import os
 import random
 from pathlib import Path
 
-import pytest
-import torch
+# The hubs are unreachable in tests: offline mode makes a hub source fail at once instead of after ~25 s of
+# retries. Set before anything imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-from lorabench.tiny_llama import build_llama, build_tokenizer
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lorabench.tiny_llama import build_llama, build_tokenizer  # noqa: E402
 
 POS = ["great", "wonderful", "brilliant", "charming", "beautiful", "enjoyable", "moving", "fun"]
 NEG = ["awful", "boring", "terrible", "dull", "stupid", "ugly", "disappointing", "mess"]
@@ -43,7 +48,21 @@ def write_glue(folder: Path, n_train: int = 400, n_dev: int = 64, varied: bool =
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LORABENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def run_trials_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweeps run their tasks in this process: the real worker code (claim, run, record) without a fresh
+    interpreter per task, for tests whose subject is not the worker processes (test_sweep covers those)."""
+    from lorabench.sweep import runner as sweep_runner
+    from lorabench.sweep.worker import run_trials
+
+    monkeypatch.setattr(sweep_runner, "run_local",
+                        lambda url, folder, tasks, workers: [run_trials(url, folder, t) for t in tasks])
+
+
+@pytest.fixture
+def trials_in_process(monkeypatch):
+    run_trials_here(monkeypatch)
 
 
 @pytest.fixture

@@ -130,7 +130,8 @@ def test_mismatches_are_one_line_naming_file_line_field(sets, message, three_cla
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["csv", "jsonl", "nli"])
-def test_own_data_sweeps_and_reports(task, three_class_csv, jsonl_other_fields, nli_pairs, tiny_bert_dir, tmp_path):
+def test_own_data_sweeps_and_reports(task, three_class_csv, jsonl_other_fields, nli_pairs, tiny_bert_dir, tmp_path,
+                                     trials_in_process):
     sets = {"csv": csv_sets(three_class_csv), "jsonl": jsonl_sets(jsonl_other_fields), "nli": nli_sets(nli_pairs)}[task]
     base = load_config(None, [*(head_sets("cls", tiny_bert_dir) if task == "nli" else ["model.name=tiny-llama"]),
                               *sets,

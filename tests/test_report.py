@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from lorabench.cli import app
 from lorabench.report import write_report
 from lorabench.sweep import best, load_sweep, open_store, run_sweep
-from lorabench.sweep import runner as sweep_runner
 from lorabench.sweep.store import Store, default_url
-from lorabench.sweep.worker import run_trials
+
+from .conftest import run_trials_here
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -47,10 +47,7 @@ def real(tmp_path_factory, glue_dir, tiny_bert_dir):
     tmp = tmp_path_factory.mktemp("report-real")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LORABENCH_CACHE", str(tmp / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        # the real worker code (claim, run, record) but in this process: no fresh interpreter per trial
-        mp.setattr(sweep_runner, "run_local", lambda url, folder, tasks, workers: [run_trials(url, folder, t)
-                                                                                  for t in tasks])
+        run_trials_here(mp)
         p = sweep_file(tmp, {"steps": 20, "eval_every": 5, "save_adapter": False, "max_grad_norm": None,
                              "model": {"name": str(tiny_bert_dir), "head": "cls"},
                              "data": {"dir": str(glue_dir), "n_train": 200, "n_eval": 32}},

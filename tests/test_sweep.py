@@ -118,7 +118,7 @@ def test_sweep_runs_records_each_trial_once_and_reports_best(tmp_path, glue_dir)
 
 
 @pytest.mark.slow
-def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path, glue_dir, tiny_bert_dir):
+def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path, glue_dir, tiny_bert_dir, trials_in_process):
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 10.0]}, max_grad_norm=None,
                     steps=30, eval_every=30, model={"name": str(tiny_bert_dir), "head": "cls"})
     assert run_sweep(load_sweep(p), tmp_path / "S", progress=False) == {"diverged": 1, "ok": 1}
@@ -184,7 +184,7 @@ def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_
 
 
 @pytest.mark.slow
-def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
+def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir, trials_in_process):
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["loraplus"],
                                                     "rate_grid": {"loraplus": {"lr": [1e-3], "lr_b": [1e-3, 1e-2]}}}))
     run_sweep(s, tmp_path / "S", progress=False)
@@ -194,7 +194,7 @@ def test_best_treats_each_loraplus_pair_as_its_own_point(tmp_path, glue_dir):
 
 
 @pytest.mark.slow
-def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
+def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir, trials_in_process):
     """Two seeds and two learning rates of the tiny Llama on sentences of varied lengths (the seeds' micro-batches
     differ in width): ``--fuse auto`` and ``--fuse 3`` give every trial the metrics of ``--fuse 1``."""
     from lorabench.sweep.schedule import fused_tasks
@@ -236,7 +236,7 @@ def test_fused_sweep_equals_the_unfused_one(tmp_path, varied_glue_dir):
 
 
 @pytest.mark.slow
-def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir):
+def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir, trials_in_process):
     """A store records the schema version of its trials; a resume of another version stops with one line."""
     from lorabench.errors import ConfigError
     from lorabench.records import SCHEMA_VERSION
@@ -256,7 +256,7 @@ def test_resuming_a_sweep_of_another_record_schema_is_refused(tmp_path, glue_dir
 
 
 @pytest.mark.slow
-def test_collapsed_and_diverged_rates_are_never_the_best(tmp_path, glue_dir):
+def test_collapsed_and_diverged_rates_are_never_the_best(tmp_path, glue_dir, trials_in_process):
     """lr = 1e3 freezes the tiny Llama (zero gradients from step 3): recorded collapsed, never selected, although
     its last evaluation (0.625) beats the rates that trained (0.375); before, it was `ok` and the best."""
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2, 10.0, 1e3]},
@@ -311,7 +311,8 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_lost_or_new_store_adopts_finished_folders_and_never_overwrites_them(tmp_path, glue_dir):
+def test_a_lost_or_new_store_adopts_finished_folders_and_never_overwrites_them(tmp_path, glue_dir,
+                                                                             trials_in_process):
     from lorabench.errors import ConfigError
 
     s = load_sweep(write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 1e-2]}))
@@ -341,7 +342,7 @@ def test_a_lost_or_new_store_adopts_finished_folders_and_never_overwrites_them(t
 
 
 @pytest.mark.slow
-def test_retry_reruns_failed_trials_and_keeps_the_attempt_count(tmp_path, glue_dir):
+def test_retry_reruns_failed_trials_and_keeps_the_attempt_count(tmp_path, glue_dir, trials_in_process):
     from .conftest import write_glue
 
     missing = tmp_path / "later"
@@ -384,7 +385,7 @@ def test_a_stalled_worker_cannot_overwrite_the_attempt_that_replaced_it(tmp_path
 
 
 @pytest.mark.slow
-def test_resuming_with_other_data_is_refused(tmp_path, monkeypatch):
+def test_resuming_with_other_data_is_refused(tmp_path, monkeypatch, trials_in_process):
     """The data's identity (the files' sha256) is part of what a resume checks, wherever the folder is named."""
     from lorabench.errors import ConfigError
 
