@@ -131,7 +131,7 @@ def test_sigkill_then_resume_ends_with_each_trial_once(tmp_path, glue_dir):
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "init_b"], "lr": [1e-3, 3e-3, 1e-2]},
                     steps=150, eval_every=150)
     out = tmp_path / "S"
-    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q"]
+    cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q", "--no-costs"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     killed_key = None
@@ -165,11 +165,11 @@ def test_ray_executor_gives_the_same_trials_and_metrics_as_local(tmp_path, glue_
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "loraplus"], "lr": [1e-3, 1e-2]},
                     )
     s = load_sweep(p)
-    run_sweep(s, tmp_path / "local", workers=2, progress=False)
+    run_sweep(s, tmp_path / "local", workers=2, progress=False, costs=False)
     import ray
 
     try:
-        run_sweep(s, tmp_path / "ray", executor="ray", progress=False)
+        run_sweep(s, tmp_path / "ray", executor="ray", progress=False, costs=False)
     finally:
         ray.shutdown()
 

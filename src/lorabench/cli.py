@@ -121,6 +121,10 @@ def sweep(
                                               "statuses, e.g. failed,oom (their attempt count is kept).")] = None,
     rebuild_store: Annotated[bool, typer.Option("--rebuild-store", help="Recover a lost or emptied store from the "
                                                 "trial folders' result.json files, then stop.")] = False,
+    costs: Annotated[bool, typer.Option("--costs/--no-costs", help="After the sweep, train each group's best "
+                                        "setting again alone when it trained fused, so that time and memory are "
+                                        "its own (the cost pass); --no-costs skips it, and `best` leaves those "
+                                        "costs out until a sweep runs it.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run a sweep, or resume it: finished trials are kept (also when the store was lost: their folders are
@@ -134,7 +138,7 @@ def sweep(
                        strategy=strategy.value if strategy else None,
                        address=address, store_url=store, fuse=None if fuse == "auto" else int(fuse),
                        progress=not quiet, retry=[x.strip() for x in retry.split(",") if x.strip()] if retry else None,
-                       rebuild=rebuild_store)
+                       rebuild=rebuild_store, costs=costs)
     typer.echo("trials: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 
