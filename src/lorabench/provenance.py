@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("lorabench", "torch", "transformers", "peft", "datasets", "scikit-learn", "numpy")
+PACKAGES = ("lorabench", "torch", "transformers", "peft", "datasets", "scikit-learn", "numpy", "gguf")
 
 
 def versions() -> dict[str, str | None]:
@@ -47,6 +47,11 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def provenance(device: torch.device, data: dict[str, dict[str, str]]) -> dict[str, Any]:
-    return {"versions": versions(), "git": git_commit(), "device": device_info(device), "data": data,
-            "host": platform.node(), "time": datetime.now(UTC).isoformat(timespec="seconds")}
+def provenance(device: torch.device, data: dict[str, dict[str, str]], model: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """``model``: what the base model's weights are when its name does not say it (e.g. a dequantised GGUF)."""
+    out = {"versions": versions(), "git": git_commit(), "device": device_info(device), "data": data,
+           "host": platform.node(), "time": datetime.now(UTC).isoformat(timespec="seconds")}
+    if model is not None:
+        out["model"] = model
+    return out

@@ -173,6 +173,7 @@ class SummaryRow(TypedDict):
     peak_memory_mb: float | None
     memory_kind: str | None
     cost_source: str  # "trials" (they trained alone), "cost pass" (timed alone afterwards) or "none"
+    final_pass: NotRequired[dict[str, Any]]  # the best setting trained again alone with the sweep's `final:` overrides
     trainable_params: int | None
     fused: int
     trials: int

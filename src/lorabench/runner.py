@@ -11,6 +11,7 @@ from .config import RunConfig
 from .errors import ConfigError
 from .fuse import Fused, fuse_key, share_frozen
 from .methods import get_method
+from .models import describe_model
 from .prepare import prepare
 from .provenance import provenance
 from .record import RunRecord
@@ -86,7 +87,7 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
     results = []
     for p, d, record, lane in zip(ps, run_dirs, records, lanes, strict=True):
         result = run_result(lane, config=p.cfg.dump(), counts=p.task.counts,
-                            provenance=provenance(p.device, p.task.files), run_dir=str(d))
+                            provenance=provenance(p.device, p.task.files, describe_model(p.cfg.model.name)), run_dir=str(d))
         try:
             record.result(result)
         except OSError as e:  # the store (in a sweep) still records what was trained

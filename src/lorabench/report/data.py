@@ -293,9 +293,23 @@ def evaluated_split(data: SweepData) -> str:
     return "test" if any("test" in h for h in held) else "validation"
 
 
-def _correct(data: SweepData, r: TrialRow, split: str) -> dict[int, bool] | None:
-    """Example index → whether the run predicted it right, from its predictions file on ``split``."""
-    folder = run_dir(data, r)
+def final_split(best: list[dict[str, Any]]) -> str | None:
+    """The split the final pass (a sweep's ``final:`` overrides) reports: ``test`` when every best row's final run
+    evaluated one, ``validation`` when they have final runs without it, None without a final pass."""
+    runs = [t.get("final_pass") for t in best]
+    if not runs or not all(runs):
+        return None
+    return "test" if all("test" in r["held_out"] for r in runs if r) else "validation"
+
+
+def final_figure(t: dict[str, Any], split: str) -> float:
+    """A best row's final-pass accuracy on ``split``."""
+    fp = t["final_pass"]
+    return float((fp["validation"] if split == "validation" else fp["held_out"][split])["accuracy"])
+
+
+def _correct(folder: Path | None, split: str) -> dict[int, bool] | None:
+    """Example index → whether the run in ``folder`` predicted it right, from its predictions file on ``split``."""
     name = "predictions.test.jsonl" if split == "test" else "predictions.jsonl"
     if folder is None or not (folder / name).is_file():
         return None
@@ -306,9 +320,12 @@ def _correct(data: SweepData, r: TrialRow, split: str) -> dict[int, bool] | None
 def paired_test(data: SweepData, t: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any] | None:
     """McNemar's exact test of a method's best run against the reference's on the same examples (same seed when
     both ran it): ``b`` examples only the method gets right, ``c`` only the reference; the two-sided p-value is the
-    binomial test of b against b + c at 1/2. None when a predictions file is missing."""
-    from scipy.stats import binomtest
-
+    binomial test of b against b + c at 1/2. None when a predictions file is missing. With a final pass (see
+    :func:`final_split`) the test compares the final runs on all rows of their split."""
+    fsplit = final_split([t, ref])
+    if fsplit is not None:  # the final pass's runs: every row of the split, each best setting trained alone
+        a, b_ = (_correct(Path(x["final_pass"]["run_dir"]), fsplit) for x in (t, ref))
+        return _mcnemar(a, b_, f"final {fsplit}", None)
     mine, theirs = best_run(data, t), best_run(data, ref)
     if mine is None or theirs is None:
         return None
@@ -316,14 +333,20 @@ def paired_test(data: SweepData, t: dict[str, Any], ref: dict[str, Any]) -> dict
                  and final(r) is not None]
     theirs = same_seed[0] if same_seed else theirs
     split = evaluated_split(data)
-    a, b_ = _correct(data, mine, split), _correct(data, theirs, split)
+    return _mcnemar(_correct(run_dir(data, mine), split), _correct(run_dir(data, theirs), split), split, mine["seed"])
+
+
+def _mcnemar(a: dict[int, bool] | None, b_: dict[int, bool] | None, split: str, seed: int | None
+             ) -> dict[str, Any] | None:
+    from scipy.stats import binomtest
+
     if a is None or b_ is None or set(a) != set(b_):
         return None
     b = sum(a[i] and not b_[i] for i in a)
     c = sum(b_[i] and not a[i] for i in a)
     p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
     return {"delta": (sum(a.values()) - sum(b_.values())) / len(a), "b": b, "c": c, "p": float(p), "n": len(a),
-            "split": split, "seed": mine["seed"]}
+            "split": split, "seed": seed}
 
 
 def run_interval(data: SweepData, t: dict[str, Any], split: str) -> list[float] | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..records import BAD
 from ..sweep.curves import rate_axes
-from .data import (REFERENCE, SweepData, bad_trials, final, fmt_value, group_label, lambda_max, paired_test,
+from .data import (REFERENCE, SweepData, bad_trials, final, final_figure, final_split, fmt_value, group_label, lambda_max, paired_test,
                    per_method_best, sensitivity_axes, stat_of)
 
 
@@ -94,6 +94,10 @@ def _noise(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
     if tested:
         out.append("On the held-out test split, at the setting each method chose on validation: "
                    + ", ".join(f"{t['method']} {pts(t['test']['mean'])}" for t in tested) + ".")
+    fsplit = final_split(best)
+    if fsplit is not None:
+        out.append(f"Each best setting trained again alone and scored on every {fsplit} row (the final pass): "
+                   + ", ".join(f"{t['method']} {pts(final_figure(t, fsplit))}" for t in best) + ".")
     ref = next((t for t in best if t["method"] == REFERENCE), None)
     if ref is None or len(best) < 2 or best[0].get("sets"):
         return out

@@ -16,7 +16,7 @@ from ..files import atomic_write_text
 from ..records import BAD, Stat
 from ..sweep.curves import rate_axes
 from .data import (REFERENCE, SweepData, evaluated_split, explored, fmt_value, group_label, lambda_max, lr_points,
-                   metric_keys, paired_test, per_method_best, run_interval, setting, shown, stat_of)
+                   final_split, metric_keys, paired_test, per_method_best, run_interval, setting, shown, stat_of)
 
 MEMORY_KINDS = {"cpu_peak_rss": "CPU peak resident set size of the trial's process, loading included",
                 "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated from the first step"}
@@ -74,6 +74,12 @@ def _evidence(data: SweepData, t: dict[str, Any], ref: dict[str, Any] | None, cl
     if split == "test":
         cells.append(pm(t["test"], t["seeds"]) if t.get("test") else "–")
         raw += [t["test"]["mean"] if t.get("test") else None]
+    fsplit = final_split(per_method_best(data))
+    if fsplit is not None:
+        fp = t["final_pass"]
+        for m in [fp["validation"], *([fp["held_out"]["test"]] if fsplit == "test" else [])]:
+            cells.append(f"{100 * m['accuracy']:.2f} {_ci(m.get('accuracy_ci'))}")
+            raw.append(m["accuracy"])
     pt = paired_test(data, t, ref) if ref is not None and ref is not t else None
     cells.append(f"{100 * pt['delta']:+.2f} (p = {pt['p']:.2g})" if pt else "–")
     raw += [pt["delta"] if pt else None, pt["p"] if pt else None]
@@ -88,14 +94,19 @@ def comparison(data: SweepData) -> Table:
     has_setting = any(setting(t["group"]) for t in best)
     has_lambda = any(lambda_max(t) is not None for t in best)
     kinds = sorted({t["memory_kind"] for t in best if t["memory_kind"]})
-    extra = (["95% CI, best run"] + (["test accuracy (%)"] if split == "test" else [])
-             + [f"vs {REFERENCE}, {split} (Δ points, McNemar p)"]) if classify else []
+    fsplit = final_split(best)
+    final_cols = [] if fsplit is None else ["final: validation, all rows (%) [95% CI]"] + (
+        ["final: test (%) [95% CI]"] if fsplit == "test" else [])
+    vs = f"final {fsplit}" if fsplit else split
+    extra = (["95% CI, best run"] + (["test accuracy (%)"] if split == "test" else []) + final_cols
+             + [f"vs {REFERENCE}, {vs} (Δ points, McNemar p)"]) if classify else []
     cols = ["method"] + (["setting"] if has_setting else []) + ["best lr"] + [f"{label} (%)" for _, label in metrics] + \
         extra + ["seeds", "trainable params", "train time (s)", "samples/s", "peak memory (MB)"] + \
         (["memory kind"] if len(kinds) > 1 else []) + (["λ_max"] if has_lambda else [])
     names = [k.replace("set:", "") for k, _ in metrics]
-    extra_csv = (["ci_low_high"] + (["test_mean"] if split == "test" else []) + ["delta_vs_ref", "p_vs_ref"]
-                 if classify else [])
+    extra_csv = (["ci_low_high"] + (["test_mean"] if split == "test" else [])
+                 + ([] if fsplit is None else ["final_validation"] + (["final_test"] if fsplit == "test" else []))
+                 + ["delta_vs_ref", "p_vs_ref"] if classify else [])
     csv_cols = ["method", "setting", "best_lr", *(f"{n}_{x}" for n in names for x in ("mean", "std")), *extra_csv,
                 "seeds", "trainable_params", "train_seconds", "samples_per_second", "peak_memory_mb", "memory_kind",
                 "cost_source", "lambda_max", "trials"]
@@ -155,6 +166,10 @@ def _comparison_caption(best: list[dict[str, Any]], metrics: list[tuple[str, str
                   "seed), with McNemar's exact p-value; p ≥ 0.05 is within noise. Majority class: the accuracy of "
                   "always predicting the most frequent validation class; (degenerate): a best run that predicts a "
                   "single class.")
+    if final_split(best) is not None:
+        cap += (" Final: each method's best setting (one seed) trained again alone after the sweep and scored on "
+                "every row of the validation (and test) split, with its 95% bootstrap interval; the best setting "
+                "itself was chosen on the sweep's own evaluation. The McNemar column compares these final runs.")
     cap += (" Costs come from runs that trained alone (fused trials are timed again alone after the sweep, the cost "
             f"pass): train time is the mean over those runs, peak memory the max ({mem or 'not measured'}).")
     if has_lambda:

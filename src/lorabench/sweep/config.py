@@ -26,6 +26,9 @@ class SweepConfig(BaseModel):
     strategy: Literal["grid", "adaptive"] = "grid"
     hessian: bool = False
     hessian_config: dict[str, Any] = Field({}, description="lorabench.hessian.HessianConfig for `hessian: true`")
+    final: dict[str, Any] = Field({}, description="overrides for the final pass: each group's best setting trained "
+                                  "again alone after the sweep, e.g. {data: {n_eval: null, test: {path: ...}}} for its "
+                                  "full validation and test figures (see lorabench.sweep.costs)")
     execution: ExecutionConfig = ExecutionConfig()
 
 

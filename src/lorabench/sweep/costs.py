@@ -5,6 +5,12 @@ A fused trial's ``train_seconds`` is its share of its group's time and its peak 
 best trial trained fused, that trial's config (its first ok seed) is trained again alone, in a fresh process
 (``lorabench train``), into ``SWEEP_DIR/costs/KEY``; the store's meta ``costs`` keeps, per group, what it
 measured. A cost run already on disk is adopted, not repeated, so the pass resumes like the sweep.
+
+A sweep with ``final:`` overrides makes this the *final pass*: every group's best setting, fused or not, is
+trained again alone with the overrides merged into its config — typically the full validation split and a test
+split where the sweep scored a sample — and the pass records that run's figures (``final``, ``held_out``,
+``counts``) beside its costs. The best setting is still chosen on the sweep's own evaluation; the final pass
+only reports it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ..config import merge
 from ..files import atomic_write_text
 from ..records import Status
 from .store import Store
@@ -26,12 +33,15 @@ from .summary import best
 COST_FIELDS = ("train_seconds", "samples_per_second", "peak_memory_mb", "memory_kind")
 
 
-def _best_fused_trials(store: Store) -> dict[str, Any]:
-    """Group (JSON) → the trial row of its best setting, for groups whose best trained fused."""
+FINAL_FIELDS = ("final", "held_out", "counts")  # what the final pass also keeps
+
+
+def _best_trials(store: Store, every: bool) -> dict[str, Any]:
+    """Group (JSON) → the trial row of its best setting: every group's, or only those whose best trained fused."""
     rows = store.rows()
     out = {}
     for t in best(store)["table"]:
-        if t["fused"] <= 1:
+        if t["fused"] <= 1 and not every:
             continue
         grp = json.dumps(t["group"], sort_keys=True)
         ok = sorted((r for r in rows if r["grp"] == grp and r["lr"] == t["best_lr"] and r["status"] is Status.OK
@@ -41,18 +51,24 @@ def _best_fused_trials(store: Store) -> dict[str, Any]:
     return out
 
 
-def measure_costs(store: Store, out: Path, *, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Time each group's fused best setting alone (see the module docstring); returns the meta ``costs``."""
+def measure_costs(store: Store, out: Path, *, final: dict[str, Any] | None = None,
+                  log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Time each group's fused best setting alone, or with ``final`` overrides every group's best setting (see the
+    module docstring); returns the meta ``costs``."""
     costs: dict[str, Any] = dict(store.get_meta("costs") or {})
-    for grp, row in _best_fused_trials(store).items():
-        if (costs.get(grp) or {}).get("key") == row["key"]:
+    final = final or {}
+    folder = out / ("final" if final else "costs")
+    for grp, row in _best_trials(store, every=bool(final)).items():
+        done = costs.get(grp) or {}
+        if done.get("key") == row["key"] and done.get("overrides", {}) == final:
             continue
-        run_dir = out / "costs" / row["key"]
+        run_dir = folder / row["key"]
         result_path = run_dir / "result.json"
         if not result_path.is_file():
-            log(f"cost pass: {row['method']} lr={row['lr']:g} seed {row['seed']} alone")
+            log(f"{'final' if final else 'cost'} pass: {row['method']} lr={row['lr']:g} seed {row['seed']} alone")
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg = {**row["config"], "save_adapter": False, "report_to": []}  # a timing, not a trial to track
+            # a timing (and, with overrides, a fuller evaluation), not a trial to track
+            cfg = {**merge(row["config"], final), "save_adapter": False, "report_to": []}
             atomic_write_text(run_dir / "cost-config.yaml", yaml.safe_dump(cfg, sort_keys=False))
             done = subprocess.run([sys.executable, "-m", "lorabench.cli", "train", str(run_dir / "cost-config.yaml"),
                                    "-o", str(run_dir), "-q"], capture_output=True, text=True)
@@ -63,5 +79,7 @@ def measure_costs(store: Store, out: Path, *, log: Callable[[str], None] = lambd
         if result.get("status") != Status.OK.value:
             continue
         costs[grp] = {"key": row["key"], "run_dir": str(run_dir), **{k: result.get(k) for k in COST_FIELDS}}
+        if final:
+            costs[grp].update(overrides=final, **{k: result.get(k) for k in FINAL_FIELDS})
         store.set_meta("costs", costs)
     return costs

@@ -28,7 +28,7 @@ from .executors import run_local, run_ray
 from .store import Store, default_url
 from .schedule import fused_tasks
 from .space import trial_key
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, at_best
 
 if TYPE_CHECKING:
     import torch
@@ -201,7 +201,10 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             if retry:
                 store.retry(retry_statuses(retry))
             _nest_tracker_runs(sweep, store, out)
-            _run_pending(sweep, store, out, url, STRATEGIES[strategy], workers=workers, executor=executor,
+            propose = STRATEGIES[strategy]
+            if sweep.cfg.space.seeds_at_best:
+                propose = at_best(propose, set(sweep.cfg.space.seeds_at_best))
+            _run_pending(sweep, store, out, url, propose, workers=workers, executor=executor,
                          address=address, fuse=fuse, progress=progress)
             log = (lambda m: tqdm.write(m)) if progress else (lambda _: None)
             if hcfg is not None:
@@ -209,7 +212,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             if costs:
                 from .costs import measure_costs
 
-                measure_costs(store, out, log=log)
+                measure_costs(store, out, final=sweep.cfg.final, log=log)
         counts: dict[str, int] = {}
         for r in store.rows():
             counts[r["status"].value] = counts.get(r["status"].value, 0) + 1

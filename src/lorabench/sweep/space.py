@@ -57,6 +57,16 @@ class SweepSpace(BaseModel):
         {}, description="per method, a grid of two learning rates: {lr: [...], <its second rate axis>: [...]}, "
                         "e.g. {loraplus: {lr: [1e-5, 1e-4], lr_b: [1e-4, 4e-4]}}")
     seeds: list[int] = [0]
+    seeds_at_best: list[int] = Field([], description="more seeds, run only at each group's best learning rate once "
+                                     "`seeds` have run at every rate the strategy chose (e.g. seeds: [0], "
+                                     "seeds_at_best: [1, 2]: three seeds where they matter, one elsewhere)")
+
+    @model_validator(mode="after")
+    def _disjoint_seeds(self) -> SweepSpace:
+        both = sorted(set(self.seeds) & set(self.seeds_at_best))
+        if both:
+            raise ValueError(f"seeds_at_best: seed {both[0]} is already in seeds (which run at every rate)")
+        return self
 
     def lrs(self, method: str) -> list[float]:
         spec = self.lr_per_method.get(method, self.lr)
@@ -129,7 +139,7 @@ def expand(base: dict[str, Any], space: SweepSpace, source: str) -> list[TrialSp
             axes = dict(zip(names, combo, strict=True))
             group = json.dumps({"method": method, **axes}, sort_keys=True)
             for lr, more in _rate_points(space, method):
-                for seed in space.seeds:
+                for seed in [*space.seeds, *space.seeds_at_best]:
                     over: dict[str, Any] = {"method": method, "lr": lr, "seed": seed, **axes}
                     over.update({k: v for k, v in more.items() if not k.startswith("lr_")})
                     if "batch_size" in axes and space.batch_policy == "keep_effective":

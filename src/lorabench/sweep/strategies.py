@@ -82,5 +82,41 @@ def adaptive(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
     return out
 
 
-STRATEGIES: dict[str, Callable[[list[TrialSpec], Done], list[TrialSpec]]] = {
+Strategy = Callable[[list[TrialSpec], Done], list[TrialSpec]]
+
+
+def at_best(strategy: Strategy, extra: set[int]) -> Strategy:
+    """``strategy`` over the trials of every seed but ``extra``; then, per group whose proposed trials all finished,
+    the ``extra`` seeds at its best point (a learning rate, with any second rate). Points are scored over every seed
+    finished there, so when the extra seeds move the best to another point, that point gets them too: the proposal
+    settles where ``lorabench best`` reports."""
+
+    def propose(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
+        chosen = strategy([s for s in specs if s.seed not in extra], done)
+        out = list(chosen)
+        by_group: dict[str, list[TrialSpec]] = defaultdict(list)
+        for s in chosen:
+            by_group[s.group].append(s)
+        for group, trials in by_group.items():
+            if any(trial_score(done.get(s.key)) is None for s in trials):
+                continue
+            point = lambda s: (s.lr, sorted(s.axes.items()))  # noqa: E731
+            extras = [s for s in specs if s.group == group and s.seed in extra]
+            while True:
+                ran = trials + [s for s in extras if s in out]
+                pts = {repr(point(s)) for s in trials}
+                scores = {p: _rate_score([s for s in ran if repr(point(s)) == p], done) for p in pts}
+                if any(v is None for v in scores.values()):
+                    break  # extra seeds still running: decide once they finished
+                top = max(sorted(pts), key=lambda p: scores[p])  # type: ignore[arg-type,return-value]
+                more = [s for s in extras if repr(point(s)) == top and s not in out]
+                if not more:
+                    break
+                out += more
+        return out
+
+    return propose
+
+
+STRATEGIES: dict[str, Strategy] = {
     "grid": grid, "adaptive": adaptive}

@@ -100,6 +100,8 @@ def best(store: Store) -> dict[str, Any]:
             memory_kind=cost["memory_kind"], cost_source=cost["cost_source"])
         if "sets" in top:
             row["sets"] = top["sets"]
+        if (costs.get(grp) or {}).get("final") and costs[grp].get("key") in {r["key"] for r in at_top}:
+            row["final_pass"] = _final_pass(costs[grp])
         if details := _details(res):
             row["details"] = details
         table.append(row)
@@ -107,6 +109,14 @@ def best(store: Store) -> dict[str, Any]:
     return {"strategy": store.get_meta("strategy"), "trials": len(rows), "unfinished": unfinished, "table": table,
             "no_ok": no_ok,
             "spread": (max(peaks) - min(peaks)) if peaks else None}
+
+
+def _final_pass(run: dict[str, Any]) -> dict[str, Any]:
+    """The final pass's figures: validation and held-out metrics of the best setting trained again alone."""
+    counts = run.get("counts") or {}
+    return {"validation": run["final"], "held_out": run.get("held_out") or {}, "run_dir": run.get("run_dir"),
+            "n": {k: sum(v.values()) if isinstance(v, dict) else v for k, v in counts.items()
+                  if k in ("validation", "test")}}
 
 
 DETAIL_COLUMNS = ("plus", "prompt_strict", "inst_strict")  # the further figures `best` prints as columns
@@ -136,6 +146,28 @@ def _costs(res: list[Any], fused: int, alone: dict[str, Any] | None) -> dict[str
     return dict(train_seconds=None, samples_per_second=None, peak_memory_mb=None, memory_kind=None, cost_source="none")
 
 
+def _final_columns(table: list[Any]) -> list[str]:
+    """The final pass's columns: validation accuracy on all its rows, and each held-out split's."""
+    runs = [t["final_pass"] for t in table if t.get("final_pass")]
+    if not runs:
+        return []
+    n = max((r["n"].get("validation") or 0 for r in runs), default=0)
+    held = sorted({k for r in runs for k in r["held_out"]})
+    return [f"final val ({n})" if n else "final val"] + [f"final {k} ({max(r['n'].get(k) or 0 for r in runs)})"
+                                                          for k in held]
+
+
+def _final_cells(t: Any, columns: list[str]) -> list[str]:
+    if not columns:
+        return []
+    fp = t.get("final_pass")
+    if not fp:
+        return ["-"] * len(columns)
+    held = [c.split(" ")[1] for c in columns[1:]]
+    return [f"{fp['validation']['accuracy']:.4f}",
+            *(f"{fp['held_out'][k]['accuracy']:.4f}" if k in fp["held_out"] else "-" for k in held)]
+
+
 def _pm(s: Stat | None) -> str:
     """Mean ± sample std; the mean alone for one seed (its spread is unknown)."""
     if s is None:
@@ -148,10 +180,11 @@ def format_best(b: dict[str, Any]) -> str:
     extra = list(dict.fromkeys((n, k) for t in b["table"] for n, d in t.get("details", {}).items()
                                for k in DETAIL_COLUMNS if k in d))
     test = any(t.get("test") for t in b["table"])
+    final = _final_columns(b["table"])
     head = ["method", "axes", "best lr", "λ_max", "mean of sets" if sets else "val accuracy", *sets,
             *(f"{n} {k}" for n, k in extra),
-            *([] if sets else ["macro-F1"]), *(["test accuracy"] if test else []), "seeds", "train s", "peak MB",
-            "params", "trials"]
+            *([] if sets else ["macro-F1"]), *(["test accuracy"] if test else []), *final, "seeds", "train s",
+            "peak MB", "params", "trials"]
     lines = []
     for t in sorted(b["table"], key=lambda t: -t["accuracy"]["mean"]):
         axes = ",".join(f"{k}={num(v)}"
@@ -161,7 +194,7 @@ def format_best(b: dict[str, Any]) -> str:
                       _pm(t["accuracy"]), *(_pm(t.get("sets", {}).get(n)) for n in sets),
                       *(_pm(t.get("details", {}).get(n, {}).get(k)) for n, k in extra),
                       *([] if sets else [_pm(t["macro_f1"])]), *([_pm(t.get("test"))] if test else []),
-                      str(t["seeds"]),
+                      *_final_cells(t, final), str(t["seeds"]),
                       f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",
                       f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "-",
                       f"{t['trainable_params']:,}" if t["trainable_params"] else "-", str(t["trials"])])
@@ -179,6 +212,9 @@ def format_best(b: dict[str, Any]) -> str:
         axes = ",".join(f"{k}={num(v)}" for k, v in g["group"].items() if k != "method")
         out.append(f"{g['method']}{f' ({axes})' if axes else ''}: no trial finished ok ("
                    + ", ".join(f"{n} {s}" for s, n in g["counts"].items()) + "); no best learning rate")
+    if final:
+        out.append(f"{' and '.join(final)}: the final pass, each best setting trained again alone and evaluated on "
+                   "every row (one seed; the best was chosen on the sweep's own evaluation)")
     unmeasured = sorted({t["method"] for t in b["table"] if t.get("cost_source") == "none"})
     alone = sorted({t["method"] for t in b["table"] if t.get("cost_source") == "cost pass"})
     if alone:
