@@ -279,6 +279,70 @@ def render_memory(result: Result) -> str:
                     rows, "lllrrrc"))
 
 
+STUDY_INTRO = """
+A study repeated with `lorabench sweep` on one model, every method trained and evaluated by the same code on the
+same data: each method's best setting as `lorabench best` reports it (`bench/study.py` reads the sweep folder).
+"sweep val": the figure the best rate was chosen on (mean ± sample std over the seeds at that rate; the sweep's
+own evaluation, a label-stratified sample where the config says so). "final val" and "final test": the final
+pass, each best setting trained again alone (one seed) and scored on every row, with its 95% bootstrap interval.
+Train time and peak memory come from runs that trained alone (peak memory: the process's peak RSS on CPU,
+loading included). λ_max: the largest eigenvalue of the training loss's Hessian at init, on one block.
+"""
+
+
+def _pct(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "–"
+    ci = m.get("accuracy_ci")
+    return f"{100 * m['accuracy']:.2f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def _pm(stat: dict[str, Any] | None) -> str:
+    if not stat:
+        return "–"
+    return f"{100 * stat['mean']:.2f}" + (f" ± {100 * stat['std']:.2f}" if stat.get("std") is not None else "")
+
+
+def _study_rate(r: Result) -> str:
+    return fmt(r["best_lr"], "{:.3g}") + (f" (η_B {r['lr_b']:.3g})" if r.get("lr_b") else "")
+
+
+@renderer("study", "Studies repeated on a real language model", intro=STUDY_INTRO)
+def render_study(result: Result) -> str:
+    ms = result["methods"]
+    fin = any(r.get("final_validation") for r in ms)
+    lam = any(r.get("lambda_max") for r in ms)
+    n = next((r["final_n"] for r in ms if r.get("final_n")), {}) or {}
+    head = ["method", "best lr", *(["λ_max"] if lam else []), "sweep val acc (%)", "sweep macro-F1 (%)", "seeds",
+            *([f"final val, {n.get('validation', '')} rows (%)", f"final test, {n.get('test', '')} rows (%)"]
+              if fin else []), "train s", "peak MB", "trainable", "trials"]
+    rows = [[r["method"], _study_rate(r), *([fmt(r.get("lambda_max"), "{:.4g}")] if lam else []), _pm(r["accuracy"]),
+             _pm(r.get("macro_f1")), str(r["seeds"]),
+             *([_pct(r.get("final_validation")), _pct(r.get("final_test"))] if fin else []),
+             fmt(r.get("train_seconds"), "{:.0f}"), fmt(r.get("peak_memory_mb"), "{:.0f}"),
+             fmt(r.get("trainable_params"), "{:,}"), str(r["trials"])] for r in ms]
+    lines = [f"{result['title']}\n\n" if result.get("title") else "",
+             table(head, rows, "ll" + "r" * (len(head) - 2)), "\n"]
+    majority = next((r["majority"] for r in ms if r.get("majority") is not None), None)
+    facts = [f"Spread of the peaks (sweep val): {100 * result['spread']:.2f} accuracy points"
+             + (f"; majority class {100 * majority:.2f}%" if majority is not None else "") + "."]
+    wall = [f"sweep {result['sweep_seconds'] / 60:.1f} min" if result.get("sweep_seconds") else None,
+            f"final pass {result['final_pass_seconds'] / 60:.1f} min" if result.get("final_pass_seconds") else None]
+    if any(wall):
+        facts.append(f"Wall time ({result['finished_trials']} trials): " + ", ".join(w for w in wall if w) + ".")
+    claim = result.get("rate_vs_curvature")
+    if claim:
+        facts.append(f"Best rate against λ_max over {claim['n']} methods: Spearman ρ = {claim['spearman_rho']:+.2f}; "
+                     f"log-log slope {claim['slope']:+.2f} ± {claim['slope_stderr']:.2f} (R² = {claim['r2']:.2f}; "
+                     "the classical 2/λ bound predicts −1).")
+    for r in ms:
+        curve = ", ".join(f"{c['lr']:.3g}" + (f"/{c['axes']['lr_b']:.3g}" if (c.get("axes") or {}).get("lr_b") else "")
+                          + f": {fmt(None if c['accuracy'] is None else 100 * c['accuracy'], '{:.1f}')}"
+                          for c in r.get("curve", []))
+        facts.append(f"{r['method']} by rate (sweep val %): {curve}.")
+    return "".join(lines) + "".join(f"- {f}\n" for f in facts)
+
+
 GENERATION_INTRO = """
 Greedy decoding of Alpaca-formatted GSM8K questions with lorabench's decoder (left padding, KV cache), batched
 and one prompt at a time, in one process, on a model built locally with random weights. Tokens per second count

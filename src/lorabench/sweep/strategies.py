@@ -85,11 +85,22 @@ def adaptive(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
 Strategy = Callable[[list[TrialSpec], Done], list[TrialSpec]]
 
 
+def _mean_ok_accuracy(rows: list[Any]) -> float | None:
+    """The mean final accuracy over the seeds that finished ok (``lorabench best``'s rule); None if none did."""
+    accs = [float(r["result"]["final"]["accuracy"]) for r in rows
+            if r["status"] == Status.OK and (r.get("result") or {}).get("final")]
+    return mean(accs) if accs else None
+
+
 def at_best(strategy: Strategy, extra: set[int]) -> Strategy:
     """``strategy`` over the trials of every seed but ``extra``; then, per group whose proposed trials all finished,
-    the ``extra`` seeds at its best point (a learning rate, with any second rate). Points are scored over every seed
-    finished there, so when the extra seeds move the best to another point, that point gets them too: the proposal
-    settles where ``lorabench best`` reports."""
+    the ``extra`` seeds at its best point (a learning rate, with any second rate). The best point is chosen as
+    :func:`lorabench.sweep.curves.best_point` chooses it (the highest mean accuracy over the seeds finished ok there,
+    the smallest rate among equals), so when the extra seeds move the best to another point, that point gets them
+    too: the proposal settles where ``lorabench best`` reports."""
+
+    def point(s: TrialSpec) -> tuple[float, tuple[tuple[str, Any], ...]]:
+        return (s.lr, tuple(sorted((k, v) for k, v in s.axes.items() if k.startswith("lr_"))))
 
     def propose(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
         chosen = strategy([s for s in specs if s.seed not in extra], done)
@@ -98,18 +109,18 @@ def at_best(strategy: Strategy, extra: set[int]) -> Strategy:
         for s in chosen:
             by_group[s.group].append(s)
         for group, trials in by_group.items():
-            if any(trial_score(done.get(s.key)) is None for s in trials):
-                continue
-            point = lambda s: (s.lr, sorted(s.axes.items()))  # noqa: E731
             extras = [s for s in specs if s.group == group and s.seed in extra]
             while True:
                 ran = trials + [s for s in extras if s in out]
-                pts = {repr(point(s)) for s in trials}
-                scores = {p: _rate_score([s for s in ran if repr(point(s)) == p], done) for p in pts}
-                if any(v is None for v in scores.values()):
-                    break  # extra seeds still running: decide once they finished
-                top = max(sorted(pts), key=lambda p: scores[p])  # type: ignore[arg-type,return-value]
-                more = [s for s in extras if repr(point(s)) == top and s not in out]
+                if any(trial_score(done.get(s.key)) is None for s in ran):
+                    break  # decide once every proposed seed has finished
+                pts = sorted({point(s) for s in trials})
+                accs = {p: _mean_ok_accuracy([done[s.key] for s in ran if point(s) == p]) for p in pts}
+                scored = [p for p in pts if accs[p] is not None]
+                if not scored:
+                    break
+                top = max(scored, key=lambda p: accs[p])  # type: ignore[arg-type,return-value]
+                more = [s for s in extras if point(s) == top and s not in out]
                 if not more:
                     break
                 out += more

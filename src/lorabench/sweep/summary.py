@@ -113,10 +113,9 @@ def best(store: Store) -> dict[str, Any]:
 
 def _final_pass(run: dict[str, Any]) -> dict[str, Any]:
     """The final pass's figures: validation and held-out metrics of the best setting trained again alone."""
-    counts = run.get("counts") or {}
+    labels = (run.get("counts") or {}).get("label_counts") or {}  # a classification run's examples per split
     return {"validation": run["final"], "held_out": run.get("held_out") or {}, "run_dir": run.get("run_dir"),
-            "n": {k: sum(v.values()) if isinstance(v, dict) else v for k, v in counts.items()
-                  if k in ("validation", "test")}}
+            "n": {k: sum(v.values()) for k, v in labels.items() if k != "train"}}
 
 
 DETAIL_COLUMNS = ("plus", "prompt_strict", "inst_strict")  # the further figures `best` prints as columns
@@ -133,9 +132,9 @@ def _details(res: list[Any]) -> dict[str, dict[str, Stat]]:
 
 
 def _costs(res: list[Any], fused: int, alone: dict[str, Any] | None) -> dict[str, Any]:
-    """A best row's cost columns, always from runs that trained alone: its trials' own when unfused, else the cost
-    pass's; none (``cost_source`` says so) when the best trained fused and was not yet timed alone."""
-    if fused <= 1 and res:
+    """A best row's cost columns, always from runs that trained alone: the final pass's when the sweep has one (each
+    best setting retrained alone at the end), else its trials' own when unfused, else the cost pass's; none (``cost_source`` says so) when the best trained fused and was not yet timed alone."""
+    if fused <= 1 and res and not (alone or {}).get("overrides"):
         return dict(train_seconds=mean(x["train_seconds"] for x in res),
                     samples_per_second=mean(x.get("samples_per_second") or 0.0 for x in res),
                     peak_memory_mb=max(x["peak_memory_mb"] for x in res), memory_kind=res[0]["memory_kind"],
