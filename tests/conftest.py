@@ -57,7 +57,7 @@ def run_trials_here(monkeypatch: pytest.MonkeyPatch) -> None:
     from lorabench.sweep.worker import run_trials
 
     monkeypatch.setattr(sweep_runner, "run_local",
-                        lambda url, folder, tasks, workers: [run_trials(url, folder, t) for t in tasks])
+                        lambda url, folder, tasks, workers, threads=None: [run_trials(url, folder, t) for t in tasks])
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from .space import SweepSpace, TrialSpec, expand
 class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_gpus: float = Field(0, ge=0, description="GPUs per trial (Ray)")
-    num_cpus: PositiveInt = Field(1, description="CPUs per trial (Ray); also its torch threads")
+    num_cpus: PositiveInt = Field(1, description="CPUs per trial (Ray) and its torch threads; the local executor "
+                                  "splits the cores between its workers unless this is set")
 
 
 class SweepConfig(BaseModel):

@@ -19,16 +19,16 @@ from .store import Store
 from .worker import run_trials
 
 
-def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: int) -> None:
+def run_local(store_url: str, sweep_dir: str, tasks: list[list[str]], workers: int, threads: int | None = None) -> None:
     """Run ``tasks`` (each one trial, or a group to fuse) on this machine, ``workers`` at a time, with the
-    CPU cores split between them.
+    CPU cores split between them (or ``threads`` torch threads each, where the sweep sets ``execution.num_cpus``).
 
     Each task gets a fresh process: its peak memory is its own (on CPU, the process's peak RSS) and nothing
     leaks from one task into the next. A worker that dies (the kernel's OOM killer sends SIGKILL) costs only its
     own trials, recorded with the signal; another worker takes the next task. Ctrl-C stops at once: the running
     trials go back to pending, and rerunning the command resumes.
     """
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     queue: list[list[str]] = list(tasks)
     running: dict[Any, list[str]] = {}  # worker process → its task

@@ -268,6 +268,7 @@ def _run_pending(sweep: Sweep, store: Store, out: Path, url: str, propose: Any, 
                 run_ray(url, str(out), tasks, address=address, num_cpus=sweep.cfg.execution.num_cpus,
                         num_gpus=sweep.cfg.execution.num_gpus)
             else:
-                run_local(url, str(out), tasks, workers)
+                ex = sweep.cfg.execution
+                run_local(url, str(out), tasks, workers, ex.num_cpus if "num_cpus" in ex.model_fields_set else None)
     finally:
         monitor.close()
