@@ -328,6 +328,9 @@ def render_study(result: Result) -> str:
              + (f"; majority class {100 * majority:.2f}%" if majority is not None else "") + "."]
     wall = [f"sweep {result['sweep_seconds'] / 60:.1f} min" if result.get("sweep_seconds") else None,
             f"final pass {result['final_pass_seconds'] / 60:.1f} min" if result.get("final_pass_seconds") else None]
+    if result.get("unfinished"):
+        facts.append("Not finished when recorded: " + ", ".join(f"{n} {k}" for k, n in result["unfinished"].items())
+                     + " (the figures above may move when the sweep is resumed).")
     if any(wall):
         facts.append(f"Wall time ({result['finished_trials']} trials): " + ", ".join(w for w in wall if w) + ".")
     claim = result.get("rate_vs_curvature")

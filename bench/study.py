@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--case", required=True, help="the result's name: bench/results/study-CASE.json")
     ap.add_argument("--title", default="", help="one line on what the sweep reproduces")
     ap.add_argument("--command", required=True, help="the command that ran the sweep (recorded as is)")
+    ap.add_argument("--hessian", type=Path, help="a folder of `lorabench hessian` results named METHOD.json, for "
+                                                  "methods whose λ_max the sweep did not measure")
     args = ap.parse_args()
 
     from lorabench.sweep.summary import best, open_store
@@ -81,6 +83,10 @@ def main() -> None:
     rows = store.rows()
     first_ok = next(r for r in rows if r["result"] and r["result"].get("provenance"))
     table = sorted(b["table"], key=lambda t: -t["accuracy"]["mean"])
+    for t in table:  # λ_max measured outside the sweep by `lorabench hessian ... -o DIR/METHOD.json`
+        path = args.hessian / f"{t['method']}.json" if args.hessian else None
+        if t.get("lambda_max") is None and path is not None and path.is_file():
+            t["lambda_max"] = json.loads(path.read_text(encoding="utf-8"))["lambda_max"]
     write_json(BENCH / "results" / f"study-{args.case}.json", {
         "kind": "study", "case": args.case, "title": args.title, "command": args.command,
         "provenance": first_ok["result"]["provenance"], "strategy": b["strategy"], "finished_trials": b["trials"],
