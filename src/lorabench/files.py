@@ -47,3 +47,10 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def write_jsonl(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+def cache_root() -> Path:
+    """lorabench's cache: ``$LORABENCH_CACHE``, else ``$XDG_CACHE_HOME/lorabench``, else ``~/.cache/lorabench``."""
+    if os.environ.get("LORABENCH_CACHE"):
+        return Path(os.environ["LORABENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lorabench"

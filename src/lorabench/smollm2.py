@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
-from .files import DIR_MODE, FILE_MODE
+from .files import DIR_MODE, FILE_MODE, atomic_write_text, cache_root
 
 NAME = "smollm2-135m"
 ORIGINAL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -47,13 +46,6 @@ def gguf_path() -> Path:
     return path
 
 
-def cache_root() -> Path:
-    """``$LORABENCH_CACHE``, else ``$XDG_CACHE_HOME/lorabench``, else ``~/.cache/lorabench``."""
-    if os.environ.get("LORABENCH_CACHE"):
-        return Path(os.environ["LORABENCH_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lorabench"
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -71,8 +63,7 @@ def _memo_sha256(gguf: Path) -> str:
     except OSError:
         digest = file_sha256(gguf)
         try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            memo.write_text(digest, encoding="ascii")
+            atomic_write_text(memo, digest)
         except OSError:
             pass  # an unwritable cache is reported by local_folder
         return digest

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, cache_root
 from .labelled import Example
 from .prompts import Prompt
 
@@ -40,8 +39,7 @@ class Encoded:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("LORABENCH_CACHE") or Path.home() / ".cache" / "lorabench"
-    return Path(root) / "tokens"
+    return cache_root() / "tokens"
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
