@@ -19,6 +19,7 @@ class Executor(StrEnum):
 class Strategy(StrEnum):
     grid = "grid"
     adaptive = "adaptive"
+    hessian = "hessian"
 
 
 def _plain_usage(self: TyperArgument) -> str:
@@ -107,8 +108,9 @@ def sweep(
     executor: Annotated[Executor, typer.Option("--executor", help="Where trials run: local processes or a Ray "
                                                "cluster.")] = Executor.local,
     strategy: Annotated[Strategy | None, typer.Option("--strategy", help="grid: every trial; adaptive: a coarse grid "
-                                                      "refined around each method's best (default: the "
-                                                      "config's).")] = None,
+                                                      "refined around each method's best; hessian: the reference "
+                                                      "method's grid, the others near the rate their λ_max "
+                                                      "predicts (default: the config's).")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local instance).")] = None,
     store: Annotated[str | None, typer.Option("--store", envvar="LORABENCH_STORE",
                                               help="Store URL (default: sqlite in the sweep folder; also "
@@ -235,6 +237,50 @@ def hessian(
                      progress=not quiet)
     atomic_write_json(out, result)
     typer.echo(format_result(result, out))
+
+
+@app.command("suggest-lr")
+@one_line_errors
+def suggest_lr(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Run config (YAML): model, data, rank, targets.")],
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods to predict, e.g. "
+                                         "pissa,olora,loraplus.")],
+    reference_lr: Annotated[float | None, typer.Option("--reference-lr", help="The reference method's best "
+                                                          "learning rate, if known.")] = None,
+    from_sweep: Annotated[Path | None, typer.Option("--from", metavar="SWEEP_DIR", help="A sweep folder holding the "
+                                                    "reference method's best rate (`lorabench best`'s).")] = None,
+    reference: Annotated[str, typer.Option("--reference", help="The method whose rate is known.")] = "lora",
+    exponent: Annotated[float, typer.Option("--exponent",
+                                            help="γ in lr_m = lr_ref · (λ_ref / λ_m)^γ; 1 is the 2/λ stability "
+                                                 "argument.")] = 1.0,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a run-config key "
+                                                   "(repeatable).")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="Training examples in the loss (default 500).")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Layer indices of the blocks (default: layer 0's "
+                                                  "first adapted module).")] = None,
+    modules: Annotated[str | None, typer.Option("--modules", help="Module names of the blocks.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Also write the result (JSON), atomically.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Each method's learning rate predicted from a tuned reference's, by λ_max of the loss Hessian at init:
+    lr_m = lr_ref · (λ_ref / λ_m)^γ, every method measured on the same blocks and examples. Says how the
+    argument applies to methods with two rates (LoRA+), a projected optimiser (LoFT) or other trained parameters."""
+    from .config import load_config
+    from .errors import ConfigError
+    from .files import atomic_write_json
+    from .sweep.suggest import format_suggestion, reference_lr_from, suggest_lr as predict
+
+    if (reference_lr is None) == (from_sweep is None):
+        raise ConfigError("give the reference's best rate with --reference-lr or --from SWEEP_DIR (one of them)")
+    cfg = load_config(config, set_ or [])
+    lr_ref = reference_lr if reference_lr is not None else reference_lr_from(from_sweep, reference, cfg)  # type: ignore[arg-type]
+    given = {"samples": samples, "layers": layers, "modules": modules}
+    result = predict(cfg, [m.strip() for m in methods.split(",") if m.strip()], reference=reference,
+                     reference_lr=lr_ref, exponent=exponent, hessian={k: v for k, v in given.items() if v is not None},
+                     log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)), progress=not quiet)
+    if out is not None:
+        atomic_write_json(out, result)
+    typer.echo(format_suggestion(result))
 
 
 @app.command("methods")

@@ -37,6 +37,11 @@ Cost. Every product for a block differentiates the same gradient graph, so the g
 are built once and kept when they fit in memory (see :class:`Objective`): a product is then one
 backward pass.
 
+Rates. A method whose parameters train at different rates (LoRA+: η_B = ratio · η_A) is measured on
+S^½ H_b S^½, S = diag(rate / lr) (``rate_scaled``, default on): the step θ ← θ − lr·S·g is stable on a quadratic
+for lr < 2/λ_max of that operator, so its λ_max is comparable with a one-rate method's. For every other method
+S = I and this is H_b.
+
 Defaults: 500 samples; one block, the first adapted module of the lowest layer (layer 0's ``query`` for MiniLM, ``self_attn.q_proj`` for Llama); tol 1e-3; at most
 200 HVPs per block.
 """
@@ -60,6 +65,7 @@ from . import data as D
 from .config import RunConfig
 from .errors import ConfigError, config_error
 from .measure import free_memory, used_memory
+from .methods.registry import get_method, method_options
 from .prepare import Prepared, prepare
 from .records import HessianBlock, HessianResult
 from .losses import loss_sum, loss_tokens
@@ -84,6 +90,8 @@ class HessianConfig(BaseModel):
                             "lora_A and lora_B only)")
     cache: bool | None = Field(None, description="keep each block's gradient graphs between products "
                                "(None: when they fit in half the free memory)")
+    rate_scaled: bool = Field(True, description="measure S^½ H S^½, S each parameter's learning rate relative to lr "
+                              "(LoRA+: loraplus_ratio on B; 1 elsewhere, so H itself): the curvature a step sees")
 
     @field_validator("layers", "modules", mode="before")
     @classmethod
@@ -254,21 +262,25 @@ class Objective:
 
 
 class BlockOperator:
-    """H_b as a map of flat float64 numpy vectors (for the eigensolver), through the objective's float32 HVPs."""
+    """H_b as a map of flat float64 numpy vectors (for the eigensolver), through the objective's float32 HVPs.
 
-    def __init__(self, objective: Objective, block: Block) -> None:
+    ``rates``: each parameter's learning rate relative to lr (default 1); the operator is then S^½ H_b S^½ with
+    S = diag(rates), whose λ_max is the curvature along which a step lr·S·g is stable below lr < 2/λ_max."""
+
+    def __init__(self, objective: Objective, block: Block, rates: list[float] | None = None) -> None:
         self.objective = objective
         self.params: list[torch.Tensor] = [p for _, p in block.params]
         self.sizes = [p.numel() for p in self.params]
+        self.roots = [math.sqrt(r) for r in rates or [1.0] * len(self.params)]
         self.n = sum(self.sizes)
         self.calls = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.calls += 1
         flat = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), dtype=torch.float32)
-        vec = [c.reshape(p.shape).to(p.device) for c, p in zip(flat.split(self.sizes), self.params)]
+        vec = [c.reshape(p.shape).to(p.device) * s for c, p, s in zip(flat.split(self.sizes), self.params, self.roots)]
         hv = self.objective.hvp(self.params, vec)
-        return torch.cat([h.reshape(-1).double().cpu() for h in hv]).numpy()
+        return torch.cat([(h * s).reshape(-1).double().cpu() for h, s in zip(hv, self.roots)]).numpy()
 
     def dense(self) -> np.ndarray:
         """H_b column by column (n HVPs, made once)."""
@@ -353,6 +365,11 @@ def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tu
 # ------------------------------------------------------------------------------------------- measuring
 
 
+def block_rates(block: Block, relative: dict[str, float]) -> list[float]:
+    """Each of the block's parameters' rate relative to lr: the first ``relative`` entry its name contains, else 1."""
+    return [next((r for k, r in relative.items() if k in name), 1.0) for name, _ in block.params]
+
+
 def measure_prepared(p: Prepared, hcfg: HessianConfig, *, log: Callable[[str], None] = lambda _: None,
                      progress: bool = False) -> HessianResult:
     """Measure λ_max and λ_min of each selected block of ``p.model`` (as ``prepare`` left it); ``progress``: a bar
@@ -362,6 +379,7 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *, log: Callable[[str], N
     model.float()
     model.eval()
     blocks = select_blocks(model, hcfg)
+    relative = get_method(p.cfg.method).relative_rates(method_options(p.cfg.method, p.cfg.options()))
     batches = hessian_batches(p, hcfg.samples, hcfg.batch_size)
     head = p.cfg.model.head
     assert head is not None  # set by ModelConfig's validator
@@ -375,12 +393,15 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *, log: Callable[[str], N
     for block in bar:
         bar.set_postfix_str(block.name)
         t0 = time.perf_counter()
-        op = BlockOperator(objective, block)
+        rates = block_rates(block, relative) if hcfg.rate_scaled else [1.0] * len(block.params)
+        op = BlockOperator(objective, block, rates)
         hi, lo = lanczos(op, tol=hcfg.tol, maxiter=hcfg.maxiter, seed=p.cfg.seed)
         row: HessianBlock = {"block": block.name, "path": block.path, "layer": block.layer, "module": block.module,
                "params": block.size, "parameters": [n.removeprefix("base_model.model.") for n, _ in block.params],
                "lambda_max": hi["lambda"], "lambda_min": lo["lambda"], "max": hi, "min": lo,
                "hvps": op.calls, "graphs_cached": objective.cached, "seconds": time.perf_counter() - t0}
+        if any(r != 1.0 for r in rates):
+            row["relative_rates"] = {n.removeprefix("base_model.model."): r for (n, _), r in zip(block.params, rates)}
         out.append(row)
     bar.close()
     summary = next((b for b in out if b["block"] == "whole"), out[0])

@@ -177,6 +177,8 @@ class SummaryRow(TypedDict):
     trainable_params: int | None
     fused: int
     trials: int
+    grid_trials: NotRequired[int | None]  # the full grid's trials for this group (what a strategy saves against)
+    prediction: NotRequired[dict[str, Any]]  # the rate λ_max predicted from the reference's best, and how it held
     curve: list[CurvePoint]
 
 
@@ -194,6 +196,7 @@ class HessianBlock(TypedDict):
     hvps: int
     graphs_cached: bool
     seconds: float
+    relative_rates: NotRequired[dict[str, float]]  # parameter → rate / lr, where the operator was S^½ H S^½
 
 
 class HessianResult(TypedDict):

@@ -56,6 +56,18 @@ class Choice:
     elsewhere: str = ""
 
 
+class LrRule(StrEnum):
+    """How the learning-rate prediction lr_m = lr_ref · (λ_ref / λ_m)^γ applies to a method
+    (:mod:`lorabench.sweep.prediction`)."""
+
+    DIRECT = "direct"  # one AdamW group over the block's A and B (or whatever the block trains): as it stands
+    SCALED = "scaled"  # per-parameter rates: λ of S^½ H S^½, S the rates relative to lr (LoRA+)
+    APPROXIMATE = "approximate"  # the optimiser is not a plain per-group step (LoFT): λ of H, a heuristic
+
+
+DIRECT_NOTE = "trains its block's parameters with one rate: the 2/λ argument applies as it stands"
+
+
 class NoOptions(BaseModel):
     """Options of a method that takes none."""
 
@@ -73,6 +85,13 @@ class Method:
     fusion: ClassVar[Fusion] = Fusion.SHARED_BASE
     residual: ClassVar[bool] = False  # the init moves s·B₀A₀ ≠ 0 out of the frozen weight: W_res = W − s·B₀A₀
     rate_axes: ClassVar[dict[str, str]] = {}  # a second learning-rate sweep axis → the option set to axis / lr
+    lr_rule: ClassVar[LrRule] = LrRule.DIRECT
+    lr_note: ClassVar[str] = DIRECT_NOTE  # how the λ_max-based rate prediction treats it, in one clause
+
+    def relative_rates(self, opts: BaseModel) -> dict[str, float]:
+        """Each trained parameter's learning rate relative to ``lr``, by a substring of its name (default: none
+        differs); the Hessian scaled by these is the curvature the optimiser's steps see."""
+        return {}
 
     def lora_kwargs(self, opts: BaseModel) -> dict[str, Any]:
         """Extra ``LoraConfig`` arguments (for example ``init_lora_weights``)."""

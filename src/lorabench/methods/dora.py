@@ -30,6 +30,7 @@ class Dora(Method):
     summary = "DoRA: W' = m ⊙ (W + s·B A)/‖W + s·B A‖ (row norms), magnitude m trained"
     paper = "Liu et al. 2024, arXiv:2402.09353"
     fusion = Fusion.OWN_MODULE
+    lr_note = ("λ_max of lora_A and lora_B with the magnitude m held at its init (the study's block; hessian_config.magnitude adds m), though m trains at the same rate")
     choices = (Choice("magnitude", "m = row norms of W (one per output unit), trained", "paper, authors, PEFT"),
                Choice("norm gradient", "‖W + s·B A‖ detached in backward", "PEFT, the paper's Sec. 4.3"),
                Choice("Hessian block", "lora_A and lora_B (m held fixed)", "the study's Hessian script",

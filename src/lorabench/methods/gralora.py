@@ -56,6 +56,7 @@ class Gralora(Method):
     paper = "Jung et al. 2025, arXiv:2505.20355"
     Options = GraloraOptions
     fusion = Fusion.OWN_MODULE
+    lr_note = ("trains its k×k blocks' A and B with one rate: λ_max of all of them")
     choices = (Choice("hybrid_r", "0 (pure GraLoRA)", "the study, PEFT's GraloraConfig"),)
 
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],

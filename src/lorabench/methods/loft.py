@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError
-from .base import ADAPTER, Choice, Method, option
+from .base import ADAPTER, Choice, LrRule, Method, option
 from .registry import register
 
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ class Loft(Method):
     summary = "LoFT: AdamW alternating A/B with full-space moments re-projected onto the factors"
     paper = "Tastan et al. 2025, arXiv:2505.21289"
     Options = LoftOptions
+    lr_rule = LrRule.APPROXIMATE
+    lr_note = ("its optimiser alternates A and B and re-projects Adam's moments, not a per-group step: the "
+               "prediction uses λ_max of H and is a heuristic here")
     choices = (Choice("order", "B moves on odd steps, A on even; A processed before B", "authors' code"),
                Choice("re-projection", "m_A ← R m_A, P_A ← Rᵀ P_A R (B: m_B R, R P_B Rᵀ)", "authors' code",
                       "R P Rᵀ (A) / Rᵀ P R (B) keeps the full-space second moment exact"),

@@ -43,6 +43,7 @@ class LoraXS(Method):
     summary = "LoRA-XS: frozen SVD factors B = U_r, A = S_r V_rᵀ; only r×r R trained"
     paper = "Bałazy et al. 2024, arXiv:2405.17604"
     Options = LoraXSOptions
+    lr_note = ("trains R (r×r) between frozen SVD factors: λ_max of R's block, the parameters it trains")
     choices = (Choice("factors", "B = U_r, A = S_r V_rᵀ (frozen)", "authors' code",
                       "the paper writes U_r Σ_r R V_rᵀ (S_r on B)"),
                Choice("scale", "s = α / r", "lorabench (one (rank, α) for every method)", "authors: α = r"))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from .base import Choice, Method, option
+from .base import Choice, LrRule, Method, option
 from .registry import register
 
 if TYPE_CHECKING:
@@ -37,6 +37,13 @@ class LoraPlus(Method):
     choices = (Choice("groups", "biases join B's rate; weight decay never on biases", "PEFT, the paper's code"),)
     Options = LoraPlusOptions
     rate_axes = {"lr_b": "loraplus_ratio"}  # a sweep may give η_B directly: loraplus_ratio = lr_b / lr
+    lr_rule = LrRule.SCALED
+    lr_note = ("two rates: λ_max of S^½ H S^½ with S = 1 on A and loraplus_ratio on B (the step's curvature); "
+               "the predicted rate is η_A, and η_B = loraplus_ratio · η_A")
+
+    def relative_rates(self, opts: BaseModel) -> dict[str, float]:
+        assert isinstance(opts, LoraPlusOptions)
+        return {"lora_B": opts.loraplus_ratio}
 
     def build_optimizer(self, model: nn.Module, *, lr: float, weight_decay: float,
                         opts: BaseModel) -> torch.optim.Optimizer:

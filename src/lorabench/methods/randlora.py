@@ -90,6 +90,7 @@ class RandLora(Method):
     paper = "Albert et al. 2025, arXiv:2502.00987"
     Options = RandLoraOptions
     fusion = Fusion.OWN_MODULE
+    lr_note = ("trains the diagonal scales λ and γ between frozen random bases: λ_max of those")
     choices = (Choice("bases", "PEFT's dense Kaiming bases, unit std, shared across layers", "PEFT"),)
 
     def peft_config(self, model: nn.Module, *, rank: int, alpha: float, target_modules: str | list[str],

@@ -49,7 +49,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | No
     comparison = _tables.comparison(d)
     tables = [comparison, _tables.hyperparameters(d), _tables.accuracy_by_lr(d), _tables.setup(_data.shared_setup(d)),
               _tables.provenance(_data.provenance(d)), _tables.trials(d)]
-    for t in tables:
+    prediction = _tables.lr_prediction(d)
+    for t in [*tables, *([prediction] if prediction else [])]:
         _tables.write(t, out_dir)
     figs = _figures.all_figures(d, out_dir, zoom_steps)
     by_name = {f.path.stem: f for f in figs}
@@ -78,13 +79,16 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | No
         fs = [f for n, f in by_name.items() if n.startswith(prefix)]
         if fs:
             blocks += [Block("h2", head)] + [Block("figure", f) for f in fs]
+    if prediction:
+        blocks += [Block("h2", "Learning rates predicted from λ_max"), Block("table", prediction)]
     blocks += [Block("h2", "Hyperparameters explored"), Block("table", tables[1]),
                Block("h2", "Accuracy at every learning rate"), Block("table", tables[2]),
                Block("h2", "Shared setup"), Block("table", tables[3]),
                Block("h2", "Provenance"), Block("table", tables[4]),
                Block("h2", "Files"),
                Block("ul", [f"figures/{f.path.name} (and .pdf)" for f in figs]
-                     + [f"tables/{t.name}.csv" + (f", tables/{t.name}.tex" if t.tex else "") for t in tables]
+                     + [f"tables/{t.name}.csv" + (f", tables/{t.name}.tex" if t.tex else "")
+                        for t in [*tables, *([prediction] if prediction else [])]]
                      + ["summary.txt"])]
     _tables.write_text(out_dir / "report.md", render.to_markdown(blocks, out_dir))
     out = out_dir / "report.html"

@@ -382,8 +382,16 @@ def lr_vs_lambda(data: SweepData, out_dir: Path) -> list[Figure]:
     lams = [lam for _, lam in pts]
     lo, hi = min(lams) / 2, max(lams) * 2
     xs = np.geomspace(lo, hi, 50)
-    ax.plot(xs, 1 / xs, color="gray", ls="--", lw=1, label=r"lr = 1/$\lambda_{\max}$")
     ax.plot(xs, 2 / xs, color="black", ls="-", lw=1, label=r"lr = 2/$\lambda_{\max}$")
+    ref = next((t["prediction"] for t, _ in pts if t.get("prediction")), None)
+    anchor = next(((t["best_lr"], lam) for t, lam in pts if ref and t["method"] == ref["reference"]), None)
+    if anchor:  # the prediction's line: through the reference's point, slope −1
+        ax.plot(xs, anchor[0] * anchor[1] / xs, color="gray", ls="--", lw=1,
+                label=r"$\gamma$ = 1 through " + ref["reference"])  # type: ignore[index]
+    fit = data.best.get("exponent_fit")
+    if fit:
+        ax.plot(xs, np.exp(fit["intercept"]) * xs ** fit["slope"], color="tab:red", ls=":", lw=1.2,
+                label=rf"fit: $\hat\gamma$ = {fit['exponent']:.2f}" + (f", R² {fit['r2']:.2f}" if fit["r2"] else ""))
     for t, lam in pts:
         ax.plot([lam], [t["best_lr"]], marker=mk[t["method"]], ms=7, color=c[t["method"]], ls="none")
         ax.annotate(group_label(t["group"]), (lam, t["best_lr"]), xytext=(5, 4), textcoords="offset points",
@@ -398,8 +406,9 @@ def lr_vs_lambda(data: SweepData, out_dir: Path) -> list[Figure]:
     fig.tight_layout()
     prods = [t["best_lr"] * lam for t, lam in pts]
     return [Figure(save(fig, out_dir, "best_lr_vs_lambda_max"),
-                   "Each method's best learning rate against its λ_max (log-log), with the lines lr = 1/λ_max and "
-                   f"lr = 2/λ_max (the stability bound of gradient descent on a quadratic); lr·λ_max ranges from "
+                   "Each method's best learning rate against its λ_max (log-log), with lr = 2/λ_max (the stability "
+                   "bound of gradient descent on a quadratic), the γ = 1 prediction through the reference method's "
+                   "point and the least-squares fit log lr = a − γ̂ log λ_max; lr·λ_max ranges from "
                    f"{min(prods):.3g} to {max(prods):.3g}.")]
 
 

@@ -232,13 +232,23 @@ def _seeds(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
             f"{pts(max(stds))} points (mean {pts(mean(stds))})."]
 
 
-def _lambda(best: list[dict[str, Any]]) -> list[str]:
+def _lambda(data: SweepData, best: list[dict[str, Any]]) -> list[str]:
     with_lam = [(t, lambda_max(t)) for t in best if lambda_max(t) is not None]
     if not with_lam:
         return []
     prods = ", ".join(f"{t['method']} {t['best_lr'] * lam:.3g}" for t, lam in with_lam)
     below = [t["method"] for t, lam in with_lam if t["best_lr"] * lam < 2]
-    return [f"best lr × λ_max: {prods} ({len(below)} of {len(with_lam)} below the stability bound 2)."]
+    out = [f"best lr × λ_max: {prods} ({len(below)} of {len(with_lam)} below the stability bound 2)."]
+    fit = data.best.get("exponent_fit")
+    if fit and fit["ci"]:
+        out.append(f"Across {fit['n']} groups, log(best lr) against log(λ_max) has slope −{fit['exponent']:.2f} "
+                   f"(95% CI for the exponent {fit['ci'][0]:.2f} to {fit['ci'][1]:.2f}, R² {fit['r2']:.2f}); "
+                   "the 2/λ argument predicts 1.")
+    far = [t for t, _ in with_lam if (t.get("prediction") or {}).get("far")]
+    if far:
+        out.append("The λ_max prediction missed by more than one grid step for " + names([t["method"] for t in far])
+                   + ": do not trust it for " + ("that method." if len(far) == 1 else "those methods."))
+    return out
 
 
 def _sensitivity(data: SweepData) -> list[str]:
@@ -287,5 +297,5 @@ def summarize(data: SweepData) -> list[str]:
         out += [*_peaks(best), *_noise(data, best), *_rates(data, best)]
     out += _failures(data, best)
     if best:
-        out += [*_cost(best), *_seeds(data, best), *_lambda(best), *_sensitivity(data), *_rate_grid(data, best)]
+        out += [*_cost(best), *_seeds(data, best), *_lambda(data, best), *_sensitivity(data), *_rate_grid(data, best)]
     return out

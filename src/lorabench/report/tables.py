@@ -178,6 +178,37 @@ def _comparison_caption(best: list[dict[str, Any]], metrics: list[tuple[str, str
     return cap
 
 
+def lr_prediction(data: SweepData) -> Table | None:
+    """How well λ_max predicted each method's best rate (``best()``'s ``prediction``); None without predictions."""
+    best = [t for t in per_method_best(data) if lambda_max(t) is not None]
+    if not any(t.get("prediction") for t in best):
+        return None
+    cols = ["method", "λ_max", "predicted lr", "best lr", "found / predicted", "grid steps off", "trials (full grid)"]
+    rows, raw = [], []
+    for t in best:
+        p = t.get("prediction") or {}
+        steps = p.get("grid_steps")
+        off = "–" if steps is None else f"{steps:+d}" + (" (far: do not trust)" if p.get("far") else "")
+        trials = f"{t['trials']} ({t['grid_trials']})" if t.get("grid_trials") else str(t["trials"])
+        rows.append([t["method"], f"{lambda_max(t):.4g}",
+                     fmt_value(p["predicted_lr"]) if p else "reference", fmt_value(t["best_lr"]),
+                     f"{p['ratio']:.3g}" if p else "–", off, trials])
+        raw.append([t["method"], lambda_max(t), p.get("predicted_lr"), t["best_lr"], p.get("ratio"), steps, t["trials"],
+                    t.get("grid_trials")])
+    fit = data.best.get("exponent_fit")
+    ref = next(t["prediction"] for t in best if t.get("prediction"))
+    cap = (f"Each method's learning rate predicted from {ref['reference']}'s best, lr = lr_ref · (λ_ref / λ_max)^"
+           f"{fmt_value(ref['exponent'])}, against the rate found; far: more than one grid step off, where the "
+           "prediction should not be trusted.")
+    if fit:
+        ci = f" (95% CI {fit['ci'][0]:.2f} to {fit['ci'][1]:.2f})" if fit["ci"] else ""
+        r2 = f", R² = {fit['r2']:.2f}" if fit["r2"] is not None else ""
+        cap += (f" Fitted over {fit['n']} groups: log(best lr) = a − γ̂ · log(λ_max) with γ̂ = {fit['exponent']:.2f}"
+                f"{ci}{r2}.")
+    return Table("lr_prediction", cap, cols, rows, ["method", "lambda_max", "predicted_lr", "best_lr", "ratio",
+                                                    "grid_steps", "trials", "grid_trials"], raw)
+
+
 def hyperparameters(data: SweepData) -> Table:
     ex = [explored(data, m) for m in data.methods]
     axes = sorted({k for e in ex for k in e["axes"]})

@@ -19,14 +19,28 @@ class ExecutionConfig(BaseModel):
                                   "splits the cores between its workers unless this is set")
 
 
+class PredictionConfig(BaseModel):
+    """The learning-rate prediction from λ_max (``strategy: hessian``, and the prediction columns of ``best``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reference: str = Field("lora", description="the method whose best rate is searched and the others' predicted "
+                           "from: lr_m = lr_ref · (λ_ref / λ_m)^exponent")
+    reference_search: Literal["grid", "adaptive"] = Field("grid", description="how the reference's rate is searched")
+    exponent: float = Field(1.0, gt=0, description="γ: 1 is the 2/λ stability argument")
+
+
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base: str | dict[str, Any] = Field(description="run config: a YAML path (relative to this file) or a mapping")
     set: dict[str, Any] = Field({}, description="overrides applied to the base config")
     space: SweepSpace
-    strategy: Literal["grid", "adaptive"] = "grid"
-    hessian: bool = False
-    hessian_config: dict[str, Any] = Field({}, description="lorabench.hessian.HessianConfig for `hessian: true`")
+    strategy: Literal["grid", "adaptive", "hessian"] = Field(
+        "grid", description="grid: every trial; adaptive: coarse-to-fine per group; hessian: the reference on its "
+        "grid, every other method near its rate predicted from λ_max (see prediction)")
+    prediction: PredictionConfig = PredictionConfig()
+    hessian: bool = Field(False, description="measure each group's λ_max at init (always, first, with strategy: "
+                          "hessian)")
+    hessian_config: dict[str, Any] = Field({}, description="lorabench.hessian.HessianConfig for the λ_max measurements")
     final: dict[str, Any] = Field({}, description="overrides for the final pass: each group's best setting trained "
                                   "again alone after the sweep, e.g. {data: {n_eval: null, test: {path: ...}}} for its "
                                   "full validation and test figures (see lorabench.sweep.costs)")
@@ -42,6 +56,10 @@ class Sweep:
             self.trials: list[TrialSpec] = expand(base, cfg.space, source)
         except ValueError as e:
             raise ConfigError(f"{source}: space: {e}") from None
+        ref = cfg.prediction.reference
+        if cfg.strategy == "hessian" and ref not in cfg.space.methods:
+            raise ConfigError(f"{source}: prediction.reference: {ref!r} is not among space.methods "
+                              f"({', '.join(cfg.space.methods)}); strategy: hessian predicts the others from it")
 
     def dump(self) -> dict[str, Any]:
         return {"sweep": self.cfg.model_dump(mode="json"), "base": self.base}

@@ -4,7 +4,8 @@ Resuming is re-running the same command: finished trials are kept, trials left `
 dead worker go back to pending, and the strategy proposes the same trials from the same results.
 
 ``hessian: true``: after the trials, each method's Hessian at init is measured once (see
-``measure_hessians``) and kept in the store, so ``best`` can show its λ_max.
+``measure_hessians``) and kept in the store, so ``best`` can show its λ_max. ``strategy: hessian`` measures them
+first, before any trial, since it proposes from them (:func:`lorabench.sweep.strategies.hessian`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from .executors import run_local, run_ray
 from .store import Store, default_url
 from .schedule import fused_tasks
 from .space import trial_key
-from .strategies import STRATEGIES, at_best
+from .prediction import check_lambda
+from .strategies import STRATEGIES, Strategy, at_best, hessian
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +77,7 @@ class Monitor(threading.Thread):
 
 
 def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
-                     log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                     log: Callable[[str], None] = lambda _: None, progress: bool = False) -> dict[str, Any]:
     """Each group's Hessian at init (``lorabench.hessian.measure`` with ``hcfg``), on the config of the group's
     first trial (its method and axes, the sweep's first seed), kept in the store's meta ``hessian`` keyed by the
     group. A group already measured with the same settings is not measured again; groups whose configs differ
@@ -88,7 +90,8 @@ def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
         if t.seed == sweep.cfg.space.seeds[0]:
             first.setdefault(t.group, t.config)
     done: dict[str, Any] = {}
-    for group, config in first.items():
+    for group, config in tqdm(first.items(), desc="λ_max per group", unit="group", disable=not progress,
+                              leave=False, dynamic_ncols=True):
         known = (store.get_meta("hessian") or {}).get(group)
         if known is not None and known.get("hessian") == settings:
             continue
@@ -101,6 +104,15 @@ def measure_hessians(sweep: Sweep, store: Store, hcfg: HessianConfig, *,
 
 HESSIAN_BLIND = ("lr", "steps", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "schedule", "eval_every",
                  "eval_batch_size", "save_adapter", "report_to", "tracker_project", "tracking_uri")  # no effect on the loss or the init
+
+
+def hessian_strategy(sweep: Sweep, measured: dict[str, Any]) -> Strategy:
+    """``strategy: hessian`` over ``measured`` (group → its Hessian result); a λ_max that is not positive and finite
+    is a one-line error naming the method and block."""
+    lambdas = {g: check_lambda(json.loads(g)["method"], h.get("summary_block", "?"), h.get("lambda_max"))
+               for g, h in measured.items()}
+    p = sweep.cfg.prediction
+    return hessian(lambdas, reference=p.reference, exponent=p.exponent, reference_search=p.reference_search)
 
 
 def trial_device(sweep: Sweep) -> torch.device:
@@ -142,6 +154,11 @@ def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
         store.set_meta("data", data)
     store.set_meta("sweep", sweep.dump())
     store.set_meta("strategy", strategy)
+    store.set_meta("prediction", sweep.cfg.prediction.model_dump(mode="json"))
+    grid_trials: dict[str, int] = {}
+    for t in sweep.trials:
+        grid_trials[t.group] = grid_trials.get(t.group, 0) + 1
+    store.set_meta("grid_trials", grid_trials)  # the full grid's trials per group, against which a strategy saves
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
     store.reclaim()
     return store
@@ -180,13 +197,16 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
     fused (:mod:`lorabench.sweep.costs`)."""
     out = Path(out)
     strategy = strategy or sweep.cfg.strategy
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if strategy not in (*STRATEGIES, "hessian"):
+        raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}, hessian")
+    if strategy == "hessian" and sweep.cfg.prediction.reference not in sweep.cfg.space.methods:
+        raise ConfigError(f"--strategy hessian: prediction.reference {sweep.cfg.prediction.reference!r} is not among "
+                          "space.methods")
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
     out.mkdir(parents=True, exist_ok=True)  # only once the settings are known good: a bad one leaves no folder
     hcfg = None
-    if sweep.cfg.hessian and not rebuild:
+    if (sweep.cfg.hessian or strategy == "hessian") and not rebuild:
         from ..hessian import hessian_config
 
         hcfg = hessian_config(sweep.cfg.hessian_config, f"{sweep.source}: hessian_config")
@@ -201,12 +221,16 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
             if retry:
                 store.retry(retry_statuses(retry))
             _nest_tracker_runs(sweep, store, out)
-            propose = STRATEGIES[strategy]
+            log = (lambda m: tqdm.write(m)) if progress else (lambda _: None)
+            if strategy == "hessian":
+                assert hcfg is not None
+                propose = hessian_strategy(sweep, measure_hessians(sweep, store, hcfg, log=log, progress=progress))
+            else:
+                propose = STRATEGIES[strategy]
             if sweep.cfg.space.seeds_at_best:
                 propose = at_best(propose, set(sweep.cfg.space.seeds_at_best))
             _run_pending(sweep, store, out, url, propose, workers=workers, executor=executor,
                          address=address, fuse=fuse, progress=progress)
-            log = (lambda m: tqdm.write(m)) if progress else (lambda _: None)
             if hcfg is not None:
                 measure_hessians(sweep, store, hcfg, log=log)
             if costs:

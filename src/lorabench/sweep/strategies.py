@@ -11,11 +11,19 @@ Points are compared by dev accuracy (mean over seeds), ties broken by the mean t
 the last steps: short runs often sit at chance accuracy over much of the grid, and the loss still
 tells which side of the plateau is moving.
 
+``hessian`` (:func:`hessian`): each group's λ_max at init is measured first; the reference method's groups run
+their whole grid (or ``adaptive``); every other group starts at the grid point nearest its predicted rate
+lr_ref · (λ_ref / λ)^γ (:mod:`lorabench.sweep.prediction`, lr_ref the reference's best rate by ``lorabench best``'s
+rule) and one point on each side, and while its best point (compared as ``adaptive`` compares them) is on an edge
+of that window with grid beyond, the window grows that way by one point. M methods on an n-point grid then cost
+about n + 3(M − 1) rates instead of n·M.
+
 A strategy is a pure function of the stored results, so a resumed sweep proposes the same trials.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -23,6 +31,7 @@ from statistics import mean
 from typing import Any
 
 from ..records import Status, TrialRow
+from .prediction import nearest_index, predict_lr, reference_group
 from .space import TrialSpec
 
 
@@ -83,6 +92,85 @@ def adaptive(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
 
 
 Strategy = Callable[[list[TrialSpec], Done], list[TrialSpec]]
+
+
+def _by_lr(specs: list[TrialSpec]) -> tuple[list[float], list[list[TrialSpec]]]:
+    lrs = sorted({s.lr for s in specs})
+    return lrs, [[s for s in specs if s.lr == lr] for lr in lrs]
+
+
+def _by_group(specs: list[TrialSpec]) -> dict[str, list[TrialSpec]]:
+    out: dict[str, list[TrialSpec]] = defaultdict(list)
+    for s in specs:
+        out[s.group].append(s)
+    return out
+
+
+def _lr_score(specs: list[TrialSpec], done: Done) -> Score | None:
+    """A learning rate's score: over its points (one, or one per second rate), the best mean over seeds."""
+    pairs: dict[tuple[tuple[str, Any], ...], list[TrialSpec]] = defaultdict(list)
+    for s in specs:
+        pairs[tuple(sorted((k, v) for k, v in s.axes.items() if k.startswith("lr_")))].append(s)
+    scores = [_rate_score(p, done) for p in pairs.values()]
+    return None if any(v is None for v in scores) else max(scores)  # type: ignore[type-var]
+
+
+def window(at: list[list[TrialSpec]], start: int, done: Done) -> list[int]:
+    """Indices of the rates to run for a group predicted at index ``start`` of its sorted grid: ``start`` and one
+    point each side; once all are scored, while the best is on an edge with grid beyond it, one more point that
+    way."""
+    lo, hi = max(0, start - 1), min(len(at) - 1, start + 1)
+    while True:
+        scores = [_lr_score(at[i], done) for i in range(lo, hi + 1)]
+        if any(v is None for v in scores):
+            break
+        top = lo + max(range(len(scores)), key=lambda j: scores[j])  # type: ignore[arg-type,return-value]
+        if top == lo and lo > 0:
+            lo -= 1
+        elif top == hi and hi < len(at) - 1:
+            hi += 1
+        else:
+            break
+    return list(range(lo, hi + 1))
+
+
+def reference_best(specs: list[TrialSpec], done: Done) -> float | None:
+    """The reference group's best rate once every proposed trial finished, by ``lorabench best``'s rule (the highest
+    mean accuracy over the seeds finished ok, the smallest rate among equals); None before, or if none did."""
+    if any(trial_score(done.get(s.key)) is None for s in specs):
+        return None
+    lrs, at = _by_lr(specs)
+    accs = [_mean_ok_accuracy([done[s.key] for s in ss]) for ss in at]
+    scored = [i for i, a in enumerate(accs) if a is not None]
+    return lrs[max(scored, key=lambda i: accs[i])] if scored else None  # type: ignore[arg-type,return-value]
+
+
+def hessian(lambdas: Mapping[str, float], *, reference: str, exponent: float = 1.0,
+            reference_search: str = "grid") -> Strategy:
+    """The ``hessian`` strategy over groups whose λ_max (group JSON → λ, checked positive) is known; see the module
+    docstring. A group whose reference found no rate that finished ok runs its whole grid."""
+    ref_search = adaptive if reference_search == "adaptive" else grid
+
+    def propose(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
+        groups = _by_group(specs)
+        chosen = {g: ref_search(ss, done) for g, ss in groups.items() if json.loads(g)["method"] == reference}
+        out = [s for ss in chosen.values() for s in ss]
+        for g, ss in groups.items():
+            if g in chosen:
+                continue
+            ref = reference_group(g, reference)
+            lr_ref = reference_best(chosen[ref], done)
+            if lr_ref is None:
+                if any(trial_score(done.get(s.key)) is None for s in chosen[ref]):
+                    continue  # the reference is still running
+                out += ss
+                continue
+            lrs, at = _by_lr(ss)
+            start = nearest_index(lrs, predict_lr(lr_ref, lambdas[ref], lambdas[g], exponent))
+            out += [s for i in window(at, start, done) for s in at[i]]
+        return out
+
+    return propose
 
 
 def _mean_ok_accuracy(rows: list[Any]) -> float | None:

@@ -13,6 +13,8 @@ from ..errors import ConfigError
 from ..records import FINISHED, Stat, Status, SummaryRow
 from .store import worker_gone
 from .curves import best_point, points, stat
+from .prediction import fit_exponent, grid_steps, predict_lr, reference_group
+from .space import SweepSpace
 from ..text import num
 from .store import Store, default_url
 
@@ -106,9 +108,44 @@ def best(store: Store) -> dict[str, Any]:
             row["details"] = details
         table.append(row)
     peaks = [t["accuracy"]["mean"] for t in table]
+    grid_trials = store.get_meta("grid_trials") or {}
+    for t in table:
+        t["grid_trials"] = grid_trials.get(json.dumps(t["group"], sort_keys=True))
+    fit = predictions(table, store.get_meta("prediction") or {}, (store.get_meta("sweep") or {}).get("sweep"))
     return {"strategy": store.get_meta("strategy"), "trials": len(rows), "unfinished": unfinished, "table": table,
-            "no_ok": no_ok,
-            "spread": (max(peaks) - min(peaks)) if peaks else None}
+            "no_ok": no_ok, "grid_trials": sum(grid_trials.values()) if grid_trials else None,
+            "exponent_fit": fit, "spread": (max(peaks) - min(peaks)) if peaks else None}
+
+
+def grid_lrs(sweep: dict[str, Any] | None, method: str) -> list[float] | None:
+    """The sorted learning rates of ``method``'s full grid in the recorded sweep config (its two-rate grid's lr)."""
+    if not sweep:
+        return None
+    space = SweepSpace.model_validate(sweep["space"])
+    pair = space.rate_grid.get(method)
+    return sorted(float(x) for x in pair["lr"]) if pair and "lr" in pair else space.lrs(method)
+
+
+def predictions(table: list[Any], settings: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Per row with a λ_max, the rate predicted from its reference's best (``prediction`` in the row: the predicted
+    rate, found / predicted, the signed grid steps between them, ``far`` beyond one step); returns the fit of
+    log(best lr) on log(λ_max) over the rows (:func:`lorabench.sweep.prediction.fit_exponent`)."""
+    reference, exponent = settings.get("reference", "lora"), float(settings.get("exponent", 1.0))
+    by_group = {json.dumps(t["group"], sort_keys=True): t for t in table}
+    usable = [t for t in table if t.get("lambda_max") is not None and t["lambda_max"] > 0]
+    for t in usable:
+        grp = json.dumps(t["group"], sort_keys=True)
+        ref = by_group.get(reference_group(grp, reference))
+        if t["method"] == reference or ref is None or ref not in usable:
+            continue
+        lr = predict_lr(ref["best_lr"], ref["lambda_max"], t["lambda_max"], exponent)
+        grid = grid_lrs(sweep, t["method"])
+        steps = grid_steps(grid, lr, t["best_lr"]) if grid else None
+        t["prediction"] = {"reference": reference, "reference_lr": ref["best_lr"], "exponent": exponent,
+                           "predicted_lr": lr, "ratio": t["best_lr"] / lr, "grid_steps": steps,
+                           "far": steps is not None and abs(steps) > 1}
+    fit = fit_exponent([t["lambda_max"] for t in usable], [t["best_lr"] for t in usable])
+    return fit.as_dict() if fit else None
 
 
 def _final_pass(run: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +204,39 @@ def _final_cells(t: Any, columns: list[str]) -> list[str]:
             *(f"{fp['held_out'][k]['accuracy']:.4f}" if k in fp["held_out"] else "-" for k in held)]
 
 
+def _prediction_cells(t: Any, reference: str | None) -> list[str]:
+    p = t.get("prediction")
+    if not p:
+        return ["(reference)" if t["method"] == reference else "-", "-"]
+    return [num(p["predicted_lr"]), f"{p['ratio']:.3g}" + (" far" if p["far"] else "")]
+
+
+def _prediction_lines(b: dict[str, Any], saved: bool) -> list[str]:
+    """How the λ_max prediction held: the trials spent, the methods it missed, the fitted exponent."""
+    out = []
+    rows = [t for t in b["table"] if t.get("prediction")]
+    if saved:
+        out.append(f"trials: {b['trials']} of the full grid's {b['grid_trials']} "
+                   f"({b['trials'] / b['grid_trials']:.0%}); trials column: run/full grid per group")
+    if rows:
+        p = rows[0]["prediction"]
+        out.append(f"predicted lr = lr_ref · (λ_ref / λ_max)^{num(p['exponent'])} from {p['reference']}'s best rate; "
+                   "found/pred is the rate found over the prediction")
+    for t in rows:
+        p = t["prediction"]
+        if p["far"]:
+            out.append(f"{t['method']}: its best rate {num(t['best_lr'])} is {abs(p['grid_steps'])} grid steps "
+                       f"{'above' if p['grid_steps'] > 0 else 'below'} the prediction {num(p['predicted_lr'])}: "
+                       "the λ_max prediction did not hold for it; do not trust it for this method")
+    fit = b.get("exponent_fit")
+    if fit:
+        ci = f" [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}] (95%)" if fit["ci"] else " (no interval from 2 points)"
+        r2 = f", R² {fit['r2']:.2f}" if fit["r2"] is not None else ""
+        out.append(f"fitted exponent γ̂ = {fit['exponent']:.2f}{ci}{r2} over {fit['n']} groups: log(best lr) = a − γ̂ · "
+                   "log(λ_max); γ = 1 is the 2/λ stability argument")
+    return out
+
+
 def _pm(s: Stat | None) -> str:
     """Mean ± sample std; the mean alone for one seed (its spread is unknown)."""
     if s is None:
@@ -180,7 +250,11 @@ def format_best(b: dict[str, Any]) -> str:
                                for k in DETAIL_COLUMNS if k in d))
     test = any(t.get("test") for t in b["table"])
     final = _final_columns(b["table"])
-    head = ["method", "axes", "best lr", "λ_max", "mean of sets" if sets else "val accuracy", *sets,
+    predicted = any(t.get("prediction") for t in b["table"])
+    reference = next((t["prediction"]["reference"] for t in b["table"] if t.get("prediction")), None)
+    saved = b.get("strategy") not in (None, "grid") and b.get("grid_trials")
+    head = ["method", "axes", "best lr", "λ_max", *(["predicted lr", "found/pred"] if predicted else []),
+            "mean of sets" if sets else "val accuracy", *sets,
             *(f"{n} {k}" for n, k in extra),
             *([] if sets else ["macro-F1"]), *(["test accuracy"] if test else []), *final, "seeds", "train s",
             "peak MB", "params", "trials"]
@@ -190,13 +264,14 @@ def format_best(b: dict[str, Any]) -> str:
                         for k, v in t["group"].items() if k != "method") or "-"
         lines.append([t["method"], axes, num(t["best_lr"]),
                       f"{t['lambda_max']:.4g}" if t.get("lambda_max") is not None else "-",
-                      _pm(t["accuracy"]), *(_pm(t.get("sets", {}).get(n)) for n in sets),
+                      *(_prediction_cells(t, reference) if predicted else []), _pm(t["accuracy"]), *(_pm(t.get("sets", {}).get(n)) for n in sets),
                       *(_pm(t.get("details", {}).get(n, {}).get(k)) for n, k in extra),
                       *([] if sets else [_pm(t["macro_f1"])]), *([_pm(t.get("test"))] if test else []),
                       *_final_cells(t, final), str(t["seeds"]),
                       f"{t['train_seconds']:.1f}" if t["train_seconds"] is not None else "-",
                       f"{t['peak_memory_mb']:.0f}" if t["peak_memory_mb"] is not None else "-",
-                      f"{t['trainable_params']:,}" if t["trainable_params"] else "-", str(t["trials"])])
+                      f"{t['trainable_params']:,}" if t["trainable_params"] else "-",
+                      f"{t['trials']}/{t['grid_trials']}" if saved and t.get("grid_trials") else str(t["trials"])])
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     left = b.get("unfinished") or {}
@@ -207,6 +282,7 @@ def format_best(b: dict[str, Any]) -> str:
     if b["spread"] is not None:
         out.append(f"spread of the peaks across methods: {b['spread'] * 100:.2f} accuracy points "
                    "(over trials that finished ok)")
+    out += _prediction_lines(b, bool(saved))
     for g in b.get("no_ok", []):
         axes = ",".join(f"{k}={num(v)}" for k, v in g["group"].items() if k != "method")
         out.append(f"{g['method']}{f' ({axes})' if axes else ''}: no trial finished ok ("
