@@ -20,6 +20,9 @@ from .records import RunResult
 from .trackers import Tracker
 
 
+TRAINABLE = "trainable.safetensors"  # a sweep trial's trained parameters, for its held-out pass
+
+
 class RunRecord:
     def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
         self.dir = Path(run_dir)
@@ -51,6 +54,14 @@ class RunRecord:
         save(str(tmp))
         shutil.rmtree(self.dir / "adapter", ignore_errors=True)
         tmp.rename(self.dir / "adapter")
+
+    def trainable(self, state: dict[str, Any]) -> None:
+        """The trained parameters (``trainable.safetensors``), written atomically."""
+        from safetensors.torch import save_file
+
+        tmp = self.dir / f".{TRAINABLE}.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(self.dir / TRAINABLE)
 
     def result(self, result: RunResult) -> None:
         self._metrics.close()

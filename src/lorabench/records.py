@@ -84,6 +84,9 @@ class LaneResult(TypedDict):
     one_class: bool  # its last dev predictions were all one class (a constant predictor): degenerate
     majority: float | None  # the validation split's majority-class accuracy (classification), the baseline
     held_out: dict[str, Metrics]  # metrics on held-out splits (e.g. "test"), measured once after training
+    # held-out splits NOT computed after training (a sweep's trial): its trained parameters are kept in
+    # trainable.safetensors, and the sweep's held-out pass evaluates them only at each group's chosen setting
+    held_out_deferred: list[str]
     train_loss_last: float | None
     error: str | None
     artefact_errors: list[str]  # writes that failed (predictions, adapter, result.json); the run itself stands

@@ -57,10 +57,12 @@ def check_writable(out: Path) -> None:
 
 
 def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bool = True,
-              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[RunResult]:
+              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None,
+              held_out: bool = True) -> list[RunResult]:
     """Train K runs, fused into one forward/backward per micro-batch when K > 1 (see :mod:`lorabench.fuse`);
     each gets its own run folder and result, equal to what it would get alone (up to float rounding).
-    All K must have the same :func:`~lorabench.fuse.fuse_key`."""
+    All K must have the same :func:`~lorabench.fuse.fuse_key`. ``held_out`` False (a sweep's trials): the held-out
+    splits are left to :func:`evaluate_kept`, the trained parameters kept for it."""
     if len({fuse_key(c) for c in cfgs}) != 1 or (len(cfgs) > 1 and fuse_key(cfgs[0]) is None):
         raise ConfigError("these runs cannot be fused: they differ in more than lr, seed and method options, "
                           "or use dropout")
@@ -83,7 +85,7 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
         records[-1].trackers = open_trackers(p.cfg.report_to, Path(d), p.cfg.dump())
     models = [p.model for p in ps]
     forward: Forward = Fused(models, get_method(p0.cfg.method).fusion) if len(ps) > 1 else Alone(models[0])
-    lanes = run_lanes(ps, records, forward=forward, progress=progress, log=log, on_step=on_step)
+    lanes = run_lanes(ps, records, forward=forward, progress=progress, log=log, on_step=on_step, held_out=held_out)
     results = []
     for p, d, record, lane in zip(ps, run_dirs, records, lanes, strict=True):
         result = run_result(lane, config=p.cfg.dump(), counts=p.task.counts,
@@ -94,6 +96,37 @@ def run_group(cfgs: list[RunConfig], run_dirs: list[str | Path], *, progress: bo
             result["artefact_errors"].append(f"result.json: {e}")
         results.append(result)
     return results
+
+
+def evaluate_kept(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The held-out splits of a finished run that deferred them, from its kept trained parameters: the model is
+    prepared as the run prepared it (same config, same seed: the same base and init) and the parameters loaded;
+    writes each split's per-example file beside the run's. Returns split → metrics."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .files import write_jsonl
+    from .record import TRAINABLE
+    from .train import evaluate_split
+
+    path = run_dir / TRAINABLE
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; the run's held-out splits cannot be evaluated without retraining it")
+    p = prepare(cfg)
+    state = load_file(str(path))
+    trained = {n for n, q in p.model.named_parameters() if q.requires_grad}
+    if set(state) != trained:
+        raise ConfigError(f"{path}: its parameters do not match the run config's trainable ones")
+    with torch.no_grad():
+        named = dict(p.model.named_parameters())
+        for n, v in state.items():
+            named[n].copy_(v.to(named[n].device))
+    out = {}
+    for split in p.task.held_out:
+        ev = evaluate_split(p, split)
+        write_jsonl(run_dir / p.task.artefact.replace(".jsonl", f".{split}.jsonl"), ev.rows)
+        out[split] = ev.metrics
+    return out
 
 
 def format_result(r: RunResult) -> str:

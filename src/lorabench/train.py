@@ -27,7 +27,7 @@ from .losses import loss_of_logits, loss_tokens
 from .measure import Stopwatch, peak_memory, reset_peak_memory
 from .methods import get_method
 from .prepare import Prepared, train_order
-from .record import RunRecord
+from .record import TRAINABLE, RunRecord
 from .records import BestMetrics, LaneResult, Metrics, Status
 from .tasks import Evaluation
 from .tasks.base import Evaluate
@@ -165,6 +165,7 @@ class Lane:
     eval_seconds: float = 0.0
     eval_examples: int = 0
     held_out: dict[str, Evaluation] = field(default_factory=dict)  # e.g. the test split, after training
+    deferred: list[str] = field(default_factory=list)  # held-out splits left to the sweep's held-out pass
     new_tokens: int = 0  # generated in evaluations (generative tasks)
     generation_seconds: float = 0.0
     zero_steps: int = 0  # consecutive steps with a zero gradient norm
@@ -235,6 +236,7 @@ class Lane:
             tokens_seen=self.tokens_seen, one_class=self.last is not None and self.last.one_class,
             majority=self.last.extra.get("majority") if self.last else None,
             held_out={split: ev.metrics for split, ev in self.held_out.items()} if ok else {},
+            held_out_deferred=list(self.deferred) if ok else [],
             train_loss_last=sum(self.recent) / len(self.recent) if self.recent and ok else None, error=self.error,
             artefact_errors=failed_writes)
 
@@ -250,6 +252,11 @@ class Lane:
                     self.record.rows(name, rows)
                 except OSError as e:
                     failed.append(f"{name}: {e}")
+        if self.last is not None and self.status is Status.OK and self.deferred:
+            try:
+                self.record.trainable(trainable_state(self.p.model))
+            except OSError as e:
+                failed.append(f"{TRAINABLE}: {e}")
         if self.last is not None and self.status is Status.OK and c.save_adapter:
             model = cast("PeftModel", self.p.model)  # an adapted model
             try:
@@ -257,6 +264,12 @@ class Lane:
             except OSError as e:
                 failed.append(f"adapter: {e}")
         return failed
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters training changed (adapter and head), by name: with ``prepare``'s deterministic init of the same
+    config they restore the trained model exactly."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_adapter(model: PeftModel, path: str, cfg: Any) -> None:
@@ -292,11 +305,23 @@ def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: in
             lanes[i].held_out[split] = ev
 
 
+def evaluate_split(p: Prepared, split: str) -> Evaluation:
+    """One run's model on ``split``, alone, in eval mode (a kept run's held-out pass)."""
+    cfg = p.cfg
+    p.model.eval()
+    return Alone(p.model).evaluate([0], lambda call, k: p.task.evaluate(
+        call, k, batch_size=cfg.eval_batch_size, device=p.device, autocast=cfg.bf16 and p.device.type == "cuda",
+        progress=False, split=split), p.device)[0]
+
+
 def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward, progress: bool = True,
-              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> list[LaneResult]:
+              log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None,
+              held_out: bool = True) -> list[LaneResult]:
     """Train K runs together (one run: K = 1, ``forward`` :class:`Alone`), each as if alone. A run that diverges
     or fails stops; the others go on. Time and memory of a fused group: ``train_seconds`` is the group's
-    training time divided by K (each run's share) and ``peak_memory_mb`` the group's peak; ``fused`` is K."""
+    training time divided by K (each run's share) and ``peak_memory_mb`` the group's peak; ``fused`` is K.
+    ``held_out`` False: the held-out splits are not evaluated; each run that finishes ok keeps its trained
+    parameters instead (``held_out_deferred``), for a sweep's held-out pass."""
     cfg, dev, pad = ps[0].cfg, ps[0].device, ps[0].tokenizer.pad_token_id
     head = cfg.model.head
     assert head is not None  # set by ModelConfig's validator
@@ -329,8 +354,10 @@ def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward,
                 if on_step is not None:
                     on_step(step)
             ok = [i for i, lane in enumerate(lanes) if lane.status is Status.RUNNING]
-            for split in ps[0].task.held_out if ok else ():
+            for split in ps[0].task.held_out if ok and held_out else ():
                 evaluate_lanes(lanes, ok, forward, cfg.steps, progress, split)
+            for i in ok if not held_out else ():
+                lanes[i].deferred = list(ps[0].task.held_out)
         for lane in lanes:
             lane.stop(Status.OK)
     except Exception as e:  # a run that crashes is a result; KeyboardInterrupt still ends the program

@@ -68,7 +68,9 @@ def measure_costs(store: Store, out: Path, *, final: dict[str, Any] | None = Non
             log(f"{'final' if final else 'cost'} pass: {row['method']} lr={row['lr']:g} seed {row['seed']} alone")
             run_dir.mkdir(parents=True, exist_ok=True)
             # a timing (and, with overrides, a fuller evaluation), not a trial to track
-            cfg = {**merge(row["config"], final), "save_adapter": False, "report_to": []}
+            # held-out splits only in a final pass: a cost run's figures are not reported (the held-out pass's are)
+            over = final or ({"data": {"test": None}} if (row["config"].get("data") or {}).get("test") else {})
+            cfg = {**merge(row["config"], over), "save_adapter": False, "report_to": []}
             atomic_write_text(run_dir / "cost-config.yaml", yaml.safe_dump(cfg, sort_keys=False))
             done = subprocess.run([sys.executable, "-m", "lorabench.cli", "train", str(run_dir / "cost-config.yaml"),
                                    "-o", str(run_dir), "-q"], capture_output=True, text=True)

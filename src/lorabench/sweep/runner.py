@@ -29,6 +29,7 @@ from .executors import run_local, run_ray
 from .store import Store, default_url
 from .schedule import fused_tasks
 from .space import trial_key
+from .held_out import evaluate_held_out
 from .prediction import check_lambda
 from .strategies import STRATEGIES, Strategy, at_best, hessian
 
@@ -233,6 +234,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
                          address=address, fuse=fuse, progress=progress)
             if hcfg is not None:
                 measure_hessians(sweep, store, hcfg, log=log)
+            evaluate_held_out(store, out, progress=progress, log=log)
             if costs:
                 from .costs import measure_costs
 

@@ -209,6 +209,13 @@ class Store:
                 status=status.value, finished=time.time(), result=json.dumps(result), error=result.get("error")))
         return r.rowcount == 1
 
+    def amend(self, key: str, result: dict[str, Any]) -> bool:
+        """Replace the result of a trial that finished ok (the held-out pass adds its test figures)."""
+        with self.engine.begin() as c:
+            r = c.execute(sa.update(trials).where(trials.c.key == key, trials.c.status == Status.OK.value).values(
+                result=json.dumps(result)))
+        return r.rowcount == 1
+
     def retry(self, statuses: list[Status]) -> int:
         """Put the trials that finished with one of ``statuses`` back to pending (their attempt count kept)."""
         with self.engine.begin() as c:

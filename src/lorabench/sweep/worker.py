@@ -73,7 +73,9 @@ def run_trials(store_url: str, sweep_dir: str, keys: list[str], threads: int | N
         results: list[RunResult | None] = [None] * len(mine)
         try:
             cfgs = [validate(rows[k]["config"], f"trial {k}") for k in mine]
-            results = list(run_group(cfgs, list(dirs), progress=False, log=lambda m: None, on_step=beat))
+            # test splits only where they are reported: the sweep's held-out pass (lorabench.sweep.held_out)
+            results = list(run_group(cfgs, list(dirs), progress=False, log=lambda m: None, on_step=beat,
+                                     held_out=False))
             outcome = [(r["status"], r["error"]) for r in results if r is not None]
         except Exception as e:  # preparing the group failed: every trial of it is a result with the cause
             outcome = [(status_of(e), traceback.format_exc())] * len(mine)
