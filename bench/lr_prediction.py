@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from benchlib import BenchError, run_main
@@ -90,6 +91,9 @@ def main() -> None:
     ap.add_argument("--case", required=True, help="the result's name: bench/results/lr-prediction-CASE.json")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "sweep-demo.yaml", help="the sweep config")
     ap.add_argument("--methods", help="comma-separated methods (default: the config's)")
+    ap.add_argument("--reference-search", choices=["grid", "adaptive"], default="adaptive",
+                    help="how the hessian strategy searches the reference's rate (default adaptive: on a 6-point grid "
+                         "the whole grid alone is a quarter of a 4-method sweep)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-lr-prediction", help="scratch folder")
     args = ap.parse_args()
 
@@ -100,7 +104,8 @@ def main() -> None:
     if args.methods:
         cfg["space"]["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     grid_cfg = {**cfg, "strategy": "grid", "hessian": False}
-    hess_cfg = {**cfg, "strategy": "hessian", "hessian": True}
+    hess_cfg = {**cfg, "strategy": "hessian", "hessian": True,
+                "prediction": {**cfg.get("prediction", {}), "reference_search": args.reference_search}}
     work = args.work / args.case
     work.mkdir(parents=True, exist_ok=True)
     print(f"grid over {len(cfg['space']['methods'])} methods …", flush=True)
@@ -113,8 +118,9 @@ def main() -> None:
         "kind": "lr-prediction", "case": args.case,
         "command": f"python bench/lr_prediction.py --case {args.case}"
                    + (f" --methods {args.methods}" if args.methods else "")
+                   + (f" --reference-search {args.reference_search}" if args.reference_search != "adaptive" else "")
                    + (f" --config {args.config}" if args.config != ROOT / "configs" / "sweep-demo.yaml" else ""),
-        "config": cfg, "provenance": {"versions": versions(), "git": git_commit(), "device": device_info()},
+        "config": hess_cfg, "provenance": {"versions": versions(), "git": git_commit(), "device": device_info(torch.device("cpu"))},
         "date": time.strftime("%Y-%m-%d"),
         "grid": {"seconds": grid_s, "trials": grid["trials"], "fit": _grid_fit(grid, hess)},
         "hessian": {"seconds": hess_s, "trials": hess["trials"], "fit": hess.get("exponent_fit")},

@@ -269,6 +269,50 @@ def render_hessian(result: Result) -> str:
                     rows, "llrrrrrc"))
 
 
+LR_PREDICTION_INTRO = """
+The second study's finding as a search (`strategy: hessian`): λ_max of every method at init first, then the
+reference method (LoRA) on the whole grid, every other method only at the grid point nearest its predicted rate
+lr_LoRA · λ_LoRA / λ_max and one point each side, extended while its best sits on an edge. `bench/lr_prediction.py`
+runs the full grid and this strategy on the same space, one after the other on the same machine, same fusion, no
+cost pass (what selection costs). "grid at the pick": the grid's own accuracy at the rate the hessian strategy
+chose, the same trial config, so the two columns compare like with like. "steps off": grid points between the
+prediction and the rate found (far: more than one, where the prediction should not be trusted).
+"""
+
+
+def _fit(fit: dict[str, Any] | None) -> str:
+    if not fit:
+        return "–"
+    ci = f" [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]" if fit.get("ci") else ""
+    return f"γ̂ = {fit['exponent']:.2f}{ci}" + (f", R² {fit['r2']:.2f}" if fit.get("r2") is not None else "")
+
+
+@renderer("lr-prediction", "Learning rates from λ_max: the hessian strategy against the full grid",
+          intro=LR_PREDICTION_INTRO)
+def render_lr_prediction(result: Result) -> str:
+    ms = result["methods"]
+    rows = [[r["method"], fmt(r["lambda_max"], "{:.4g}"), fmt(r["predicted_lr"], "{:.3g}") if r["predicted_lr"]
+             else "reference", fmt(r["grid_lr"], "{:.3g}"), f"{100 * r['grid_accuracy']:.2f}",
+             fmt(r["hessian_lr"], "{:.3g}"), f"{100 * r['hessian_accuracy']:.2f}",
+             fmt(r["grid_accuracy_at_pick"] and 100 * r["grid_accuracy_at_pick"], "{:.2f}"),
+             "–" if r["grid_steps"] is None else f"{r['grid_steps']:+d}" + (" **far**" if r["far"] else ""),
+             "yes" if r["within"] else "**no**", f"{r['hessian_trials']} / {r['grid_trials']}"] for r in ms]
+    g, h, c = result["grid"], result["hessian"], result["criteria"]
+    summary = table(["", "full grid", "strategy: hessian", "hessian / grid"], [
+        ["trials", str(g["trials"]), str(h["trials"]), f"{c['trial_fraction']:.2f}"],
+        ["wall time, s (λ_max included)", f"{g['seconds']:.0f}", f"{h['seconds']:.0f}",
+         f"{h['seconds'] / g['seconds']:.2f}"],
+        ["fitted exponent of log lr* on log λ_max", _fit(g.get("fit")), _fit(h.get("fit")), ""]], "lrrr")
+    verdict = (f"Every method's pick is the grid's best or within 0.5 points of it: "
+               f"{'yes' if c['all_within_0.5_points'] else '**no**'}; trials {c['trial_fraction']:.0%} of the grid's "
+               f"(budget {c['budget']:.0%}); faster than the grid: {'yes' if c['faster'] else '**no**'}.")
+    return (f"{len(ms)} methods, {g['trials'] // max(1, len(ms))} rates each on the full grid.\n\n" + summary + "\n"
+            + verdict + "\n\n"
+            + table(["method", "λ_max", "predicted lr", "grid: best lr", "grid: acc (%)", "hessian: lr",
+                     "hessian: acc (%)", "grid at the pick (%)", "steps off", "within 0.5", "trials"], rows,
+                    "lrrrrrrrlcr"))
+
+
 @renderer("memory", "Peak GPU memory per method (TinyLlama-1.1B architecture, rank 32)")
 def render_memory(result: Result) -> str:
     rows = [[r["method"], "on" if r["checkpointing"] else "off", r["status"], fmt(r.get("peak_memory_mb"), "{:.0f}"),

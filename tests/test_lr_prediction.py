@@ -84,6 +84,16 @@ def test_other_groups_wait_for_the_reference_and_the_proposal_is_a_function_of_t
     assert [s.key for s in propose(specs, done)] == [s.key for s in propose(specs, dict(done))]  # a resume: the same
 
 
+@pytest.mark.parametrize("peak", range(12))
+def test_an_adaptive_reference_climbs_to_its_peak(peak):
+    """Adaptive's coarse points and refinement, then the best's unexplored neighbours until it has none: on a
+    unimodal curve the reference's rate, which scales every prediction, is its true peak."""
+    propose = hessian({_group("lora"): 1.0}, reference="lora", reference_search="adaptive")
+    done = _drive(propose, _specs(["lora"]), {"lora": peak})
+    found = max(done, key=lambda k: done[k]["result"]["final"]["accuracy"])
+    assert int(found.split("-")[1]) == peak and len(done) <= 8
+
+
 @pytest.mark.parametrize("bad", [0.0, -3.5e-4, math.nan, math.inf, None, "x"])
 def test_a_lambda_that_is_not_positive_and_finite_is_one_line_naming_method_and_block(bad):
     with pytest.raises(ConfigError) as e:
@@ -203,7 +213,8 @@ def test_loraplus_is_measured_on_the_hessian_scaled_by_its_rates(glue_dir, tiny_
 
 
 @pytest.mark.slow
-def test_a_hessian_sweep_measures_first_resumes_without_remeasuring_and_reports(tmp_path, glue_dir, monkeypatch):
+def test_a_hessian_sweep_measures_first_resumes_without_remeasuring_and_reports(tmp_path, glue_dir, monkeypatch,
+                                                                                 trials_in_process):
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora", "pissa", "loraplus"], "lr": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
                                          "options": {"loraplus_ratio": [4]}})
     raw = p.read_text() + "strategy: hessian\nhessian_config: {samples: 16}\n"

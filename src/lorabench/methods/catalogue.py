@@ -36,6 +36,8 @@ def rows(cls: type[Method]) -> list[Row]:
         out.append(Row(name, "option", _show(field.default), str(extra.get("source", "")),
                        str(extra.get("elsewhere", ""))))
     out += [Row(c.setting, "fixed", c.value, c.source, c.elsewhere) for c in cls.choices]
+    out.append(Row("rate from λ_max", "fixed", cls.lr_rule.value, cls.lr_note,
+                   "lorabench suggest-lr and strategy: hessian (lr_ref · (λ_ref / λ_max)^γ)"))
     return out
 
 

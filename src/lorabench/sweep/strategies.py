@@ -12,7 +12,7 @@ the last steps: short runs often sit at chance accuracy over much of the grid, a
 tells which side of the plateau is moving.
 
 ``hessian`` (:func:`hessian`): each group's λ_max at init is measured first; the reference method's groups run
-their whole grid (or ``adaptive``); every other group starts at the grid point nearest its predicted rate
+their whole grid (or ``adaptive``, then :func:`climb` to a point whose neighbours were both run); every other group starts at the grid point nearest its predicted rate
 lr_ref · (λ_ref / λ)^γ (:mod:`lorabench.sweep.prediction`, lr_ref the reference's best rate by ``lorabench best``'s
 rule) and one point on each side, and while its best point (compared as ``adaptive`` compares them) is on an edge
 of that window with grid beyond, the window grows that way by one point. M methods on an n-point grid then cost
@@ -134,6 +134,23 @@ def window(at: list[list[TrialSpec]], start: int, done: Done) -> list[int]:
     return list(range(lo, hi + 1))
 
 
+def climb(at: list[list[TrialSpec]], start: list[int], done: Done) -> list[int]:
+    """``start`` (indices of rates), then, once all are scored, the unexplored neighbours of the best one, until the
+    best has none: a hill-climb to a local best, so that the reference's rate, which every prediction scales, is a
+    grid point no better neighbour of which was left unexplored."""
+    run = set(start)
+    while True:
+        scores = {i: _lr_score(at[i], done) for i in run}
+        if any(v is None for v in scores.values()):
+            break
+        top = max(sorted(run), key=lambda i: scores[i])  # type: ignore[arg-type,return-value]
+        new = {j for j in (top - 1, top + 1) if 0 <= j < len(at)} - run
+        if not new:
+            break
+        run |= new
+    return sorted(run)
+
+
 def reference_best(specs: list[TrialSpec], done: Done) -> float | None:
     """The reference group's best rate once every proposed trial finished, by ``lorabench best``'s rule (the highest
     mean accuracy over the seeds finished ok, the smallest rate among equals); None before, or if none did."""
@@ -149,7 +166,12 @@ def hessian(lambdas: Mapping[str, float], *, reference: str, exponent: float = 1
             reference_search: str = "grid") -> Strategy:
     """The ``hessian`` strategy over groups whose λ_max (group JSON → λ, checked positive) is known; see the module
     docstring. A group whose reference found no rate that finished ok runs its whole grid."""
-    ref_search = adaptive if reference_search == "adaptive" else grid
+
+    def ref_search(ss: list[TrialSpec], done: Done) -> list[TrialSpec]:
+        if reference_search != "adaptive":
+            return ss
+        _, at = _by_lr(ss)
+        return [s for i in climb(at, _chosen(at, done), done) for s in at[i]]
 
     def propose(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
         groups = _by_group(specs)
