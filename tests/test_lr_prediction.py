@@ -212,6 +212,20 @@ def test_loraplus_is_measured_on_the_hessian_scaled_by_its_rates(glue_dir, tiny_
     assert expected[-1] == pytest.approx(3.0 * np.linalg.eigvalsh((H + H.T) / 2)[-1], rel=1e-3)
 
 
+def test_lambda_max_alone_stops_sooner_and_agrees_within_tol(glue_dir, tiny_bert_dir):
+    from lorabench.hessian import HessianConfig, measure_prepared
+    from lorabench.prepare import prepare
+
+    from .test_hessian import bert
+
+    p = prepare(bert(glue_dir, tiny_bert_dir, method="pissa", rank=4, target_modules=["query", "value"]),
+                attn_implementation="eager")
+    both = measure_prepared(p, HessianConfig(samples=8, batch_size=4, tol=1e-2))
+    alone = measure_prepared(p, HessianConfig(samples=8, batch_size=4, tol=1e-2, lambda_min=False))
+    assert alone["hvps"] <= both["hvps"] and alone["blocks"][0]["max"]["converged"]
+    assert alone["lambda_max"] == pytest.approx(both["lambda_max"], rel=1e-2)
+
+
 @pytest.mark.slow
 def test_a_hessian_sweep_measures_first_resumes_without_remeasuring_and_reports(tmp_path, glue_dir, monkeypatch,
                                                                                  trials_in_process):

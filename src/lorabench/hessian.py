@@ -90,6 +90,8 @@ class HessianConfig(BaseModel):
                             "lora_A and lora_B only)")
     cache: bool | None = Field(None, description="keep each block's gradient graphs between products "
                                "(None: when they fit in half the free memory)")
+    lambda_min: bool = Field(True, description="also converge λ_min (off: stop once λ_max has, which is all a rate "
+                             "prediction needs)")
     rate_scaled: bool = Field(True, description="measure S^½ H S^½, S each parameter's learning rate relative to lr "
                               "(LoRA+: loraplus_ratio on B; 1 elsewhere, so H itself): the curvature a step sees")
 
@@ -302,7 +304,8 @@ def dense_ends(op: BlockOperator) -> tuple[dict[str, Any], dict[str, Any]]:
     return ends[0], ends[1]
 
 
-def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0,
+            lambda_min: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """λ_max and λ_min of the symmetric operator ``op`` from one Krylov space; returns (max, min) records.
 
     Lanczos with full re-orthogonalisation: q₁ = v₀/‖v₀‖, and per product w = H q_j − α_j q_j − β_{j−1} q_{j−1}
@@ -313,6 +316,7 @@ def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tu
     typically by bound²/gap); both ends come from the same products, so λ_min costs nothing once λ_max
     is found. The run ends when both have converged, when the Krylov space is invariant (β ≈ 0: T's
     values are exact), or after ``maxiter`` products (``converged: false``, best estimate kept).
+    ``lambda_min`` False: the run ends once λ_max has converged (λ_min's record says whether it had).
     ``history`` holds one ``[hvp, θ]`` pair per product for each end.
     """
     from scipy.linalg import eigh_tridiagonal
@@ -349,7 +353,7 @@ def lanczos(op: BlockOperator, *, tol: float, maxiter: int, seed: int = 0) -> tu
         if invariant:
             done = {"max": True, "min": True}
             bounds = {"max": 0.0, "min": 0.0}
-        if all(done.values()) or j + 1 == steps:
+        if (done["max"] and (done["min"] or not lambda_min)) or j + 1 == steps:
             break
         beta.append(b)
         Q[:, j + 1] = w / b
@@ -395,7 +399,7 @@ def measure_prepared(p: Prepared, hcfg: HessianConfig, *, log: Callable[[str], N
         t0 = time.perf_counter()
         rates = block_rates(block, relative) if hcfg.rate_scaled else [1.0] * len(block.params)
         op = BlockOperator(objective, block, rates)
-        hi, lo = lanczos(op, tol=hcfg.tol, maxiter=hcfg.maxiter, seed=p.cfg.seed)
+        hi, lo = lanczos(op, tol=hcfg.tol, maxiter=hcfg.maxiter, seed=p.cfg.seed, lambda_min=hcfg.lambda_min)
         row: HessianBlock = {"block": block.name, "path": block.path, "layer": block.layer, "module": block.module,
                "params": block.size, "parameters": [n.removeprefix("base_model.model.") for n, _ in block.params],
                "lambda_max": hi["lambda"], "lambda_min": lo["lambda"], "max": hi, "min": lo,
@@ -436,7 +440,8 @@ def format_result(result: HessianResult, out: Any) -> str:
     w = max(len(b["block"]) for b in result["blocks"])
     lines = []
     for b in result["blocks"]:
-        flag = "" if b["max"]["converged"] and b["min"]["converged"] else "  (not converged)"
+        sought_min = result["hessian"].get("lambda_min", True)
+        flag = "" if b["max"]["converged"] and (b["min"]["converged"] or not sought_min) else "  (not converged)"
         lines.append(f"{b['block']:<{w}}  λ_max {b['lambda_max']:.6g}  λ_min {b['lambda_min']:.6g}  "
                      f"{b['params']:,} params  {b['hvps']} HVPs  {b['seconds']:.1f} s{flag}")
     lines.append(f"{result['method']}: {result['samples']} examples, {result['loss_terms']:,} loss terms, "

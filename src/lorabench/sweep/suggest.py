@@ -46,7 +46,7 @@ def suggest_lr(cfg: RunConfig, methods: list[str], *, reference: str, reference_
         raise ConfigError(f"--reference-lr: {reference_lr} is not a positive learning rate")
     if exponent <= 0:
         raise ConfigError(f"--exponent: {exponent} is not positive")
-    hcfg = hessian_config(hessian, "hessian")
+    hcfg = hessian_config({"lambda_min": False, **(hessian or {})}, "hessian")  # a prediction needs λ_max only
     order = [reference, *[m for m in dict.fromkeys(methods) if m != reference]]
     for m in order:
         try:
