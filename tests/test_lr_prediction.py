@@ -253,6 +253,13 @@ def test_a_hessian_sweep_measures_first_resumes_without_remeasuring_and_reports(
     b = best(open_store(tmp_path / "S"))
     assert b["strategy"] == "hessian" and b["grid_trials"] == len(s.trials)
     assert all("prediction" in t for t in b["table"] if t["method"] != "lora")
+    from lorabench.report import write_report
+
+    write_report(tmp_path / "S", tmp_path / "R")
+    table = (tmp_path / "R" / "tables" / "lr_prediction.csv").read_text()
+    assert "pissa" in table and "loraplus" in table and "predicted_lr" in table
+    assert "Learning rates predicted from λ_max" in (tmp_path / "R" / "report.md").read_text()
+    assert (tmp_path / "R" / "figures" / "best_lr_vs_lambda_max.png").is_file()
 
 
 def test_suggest_lr_predicts_from_a_given_reference_rate(tmp_path, glue_dir, tiny_bert_dir):
