@@ -271,7 +271,8 @@ def render_hessian(result: Result) -> str:
 
 LR_PREDICTION_INTRO = """
 The second study's finding as a search (`strategy: hessian`): λ_max of every method at init first, then the
-reference method (LoRA) on the whole grid, every other method only at the grid point nearest its predicted rate
+reference method (LoRA) searched (here `reference_search: adaptive`: coarse points, one refinement, then a climb
+until the best's neighbours both ran), every other method only at the grid point nearest its predicted rate
 lr_LoRA · λ_LoRA / λ_max and one point each side, extended while its best sits on an edge. `bench/lr_prediction.py`
 runs the full grid and this strategy on the same space, one after the other on the same machine, same fusion, no
 cost pass (what selection costs). "grid at the pick": the grid's own accuracy at the rate the hessian strategy

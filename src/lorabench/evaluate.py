@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 
 from .data import Encoded, eval_batches
 from .records import Metrics
@@ -92,6 +91,8 @@ def accuracy_interval(*sets: list[bool], level: float = 0.95, seed: int = 0) -> 
 def metrics(p: Predictions, n_classes: int) -> Metrics:
     """Accuracy with its 95% bootstrap interval over the examples, and macro-F1 (the mean F1 over all ``n_classes``
     classes, a class never predicted scoring 0)."""
+    from sklearn.metrics import accuracy_score, f1_score  # here: importing sklearn costs every trial process ~0.8 s
+
     correct = [y == q for y, q in zip(p.labels, p.preds)]
     return Metrics(accuracy=float(accuracy_score(p.labels, p.preds)),
                    macro_f1=float(f1_score(p.labels, p.preds, average="macro", labels=list(range(n_classes)),
