@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from . import data as _data, figures as _figures, render, summary as _summary, tables as _tables
 from .render import Block
@@ -28,6 +29,20 @@ OWN = [f"figures/{stem}.{ext}" for stem in ("accuracy_vs_lr", "accuracy_vs_lr_by
 
 HEADLINE_OF_SETS = ("The headline figure is the mean accuracy over the evaluation sets, as in the study; the best "
                     "learning rate is chosen on it, and every set's figure is shown beside it.")
+
+
+def _optional_sections(by_name: dict[str, Any], prediction: _tables.Table | None) -> list[Block]:
+    """The figures of what was swept or measured (two rates, other axes, λ_max) and the prediction table."""
+    blocks: list[Block] = []
+    sections = (("lr_heatmap_", "Two learning rates"), ("sensitivity_", "Sensitivity to the other axes"),
+                ("best_lr_vs_lambda_max", "Learning rate and sharpness"))
+    for prefix, head in sections:
+        fs = [f for n, f in by_name.items() if n.startswith(prefix)]
+        if fs:
+            blocks += [Block("h2", head)] + [Block("figure", f) for f in fs]
+    if prediction:
+        blocks += [Block("h2", "Learning rates predicted from λ_max"), Block("table", prediction)]
+    return blocks
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | None = None,
@@ -73,14 +88,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, store_url: str | No
     blocks += [Block("h2", "Training curves of the best runs")]
     blocks += [Block("figure", f) for f in curves] or [
         Block("p", "No metrics.jsonl was found for the best runs (run folders not on this machine).")]
-    sections = (("lr_heatmap_", "Two learning rates"), ("sensitivity_", "Sensitivity to the other axes"),
-                ("best_lr_vs_lambda_max", "Learning rate and sharpness"))
-    for prefix, head in sections:
-        fs = [f for n, f in by_name.items() if n.startswith(prefix)]
-        if fs:
-            blocks += [Block("h2", head)] + [Block("figure", f) for f in fs]
-    if prediction:
-        blocks += [Block("h2", "Learning rates predicted from λ_max"), Block("table", prediction)]
+    blocks += _optional_sections(by_name, prediction)
     blocks += [Block("h2", "Hyperparameters explored"), Block("table", tables[1]),
                Block("h2", "Accuracy at every learning rate"), Block("table", tables[2]),
                Block("h2", "Shared setup"), Block("table", tables[3]),
