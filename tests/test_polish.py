@@ -40,7 +40,7 @@ def test_help_shows_names_and_choices():
     assert "Usage: lorabench train [OPTIONS] CONFIG" in train and "<bool>" not in train and "{" not in train
     assert "--set KEY=VALUE" in train
     sweep = runner.invoke(app, ["sweep", "--help"]).output
-    assert "--executor <local|ray>" in sweep and "--strategy <grid|adaptive>" in sweep
+    assert "--executor <local|ray>" in sweep and "--strategy <grid|adaptive|hessian>" in sweep
     assert "SWEEP_CONFIG" in sweep
 
 
