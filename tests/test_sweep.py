@@ -442,7 +442,10 @@ def test_ctrl_c_stops_at_once_and_the_interrupted_trial_reruns(tmp_path, glue_di
     p = write_sweep(tmp_path, glue_dir, {"methods": ["lora"], "lr": [1e-3, 3e-3, 1e-2]}, steps=300, eval_every=300)
     out = tmp_path / "S"
     cmd = [sys.executable, "-m", "lorabench.cli", "sweep", str(p), "-o", str(out), "-q", "--fuse", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt: give the
+    # sweep a terminal's default, as when a user presses Ctrl-C
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline:
         time.sleep(0.3)
