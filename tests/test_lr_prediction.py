@@ -94,6 +94,14 @@ def test_an_adaptive_reference_climbs_to_its_peak(peak):
     assert int(found.split("-")[1]) == peak and len(done) <= 8
 
 
+def test_a_reference_outside_the_methods_is_one_line_and_no_folder(tmp_path, glue_dir):
+    p = write_sweep(tmp_path, glue_dir, {"methods": ["pissa", "olora"], "lr": [1e-3, 1e-2]})
+    p.write_text(p.read_text() + "strategy: hessian\n")
+    with pytest.raises(ConfigError, match=r"prediction.reference: 'lora' is not among space.methods") as e:
+        run_sweep(load_sweep(p), tmp_path / "S", progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "S").exists()
+
+
 @pytest.mark.parametrize("bad", [0.0, -3.5e-4, math.nan, math.inf, None, "x"])
 def test_a_lambda_that_is_not_positive_and_finite_is_one_line_naming_method_and_block(bad):
     with pytest.raises(ConfigError) as e:
@@ -212,18 +220,28 @@ def test_loraplus_is_measured_on_the_hessian_scaled_by_its_rates(glue_dir, tiny_
     assert expected[-1] == pytest.approx(3.0 * np.linalg.eigvalsh((H + H.T) / 2)[-1], rel=1e-3)
 
 
-def test_lambda_max_alone_stops_sooner_and_agrees_within_tol(glue_dir, tiny_bert_dir):
-    from lorabench.hessian import HessianConfig, measure_prepared
-    from lorabench.prepare import prepare
+class _Diagonal:
+    """A symmetric operator with known eigenvalues, in lanczos()'s interface."""
 
-    from .test_hessian import bert
+    def __init__(self, eigenvalues: np.ndarray) -> None:
+        self.d, self.n, self.calls = eigenvalues, len(eigenvalues), 0
 
-    p = prepare(bert(glue_dir, tiny_bert_dir, method="pissa", rank=4, target_modules=["query", "value"]),
-                attn_implementation="eager")
-    both = measure_prepared(p, HessianConfig(samples=8, batch_size=4, tol=1e-2))
-    alone = measure_prepared(p, HessianConfig(samples=8, batch_size=4, tol=1e-2, lambda_min=False))
-    assert alone["hvps"] <= both["hvps"] and alone["blocks"][0]["max"]["converged"]
-    assert alone["lambda_max"] == pytest.approx(both["lambda_max"], rel=1e-2)
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.d * x
+
+
+def test_lambda_max_alone_stops_sooner_and_agrees_within_tol():
+    """A separated top eigenvalue converges in a few products, a clustered bottom one needs many more: asking for
+    λ_max alone stops at the first, with λ_max as accurate."""
+    from lorabench.hessian import lanczos
+
+    d = np.concatenate([[10.0], np.linspace(0.0, 1.0, 200), np.linspace(-1.0, -0.98, 60)])
+    hi_both, lo_both = lanczos(_Diagonal(d), tol=1e-6, maxiter=200)
+    hi, lo = lanczos(_Diagonal(d), tol=1e-6, maxiter=200, lambda_min=False)
+    assert hi_both["converged"] and lo_both["converged"] and hi["converged"]
+    assert hi["hvps"] < lo_both["hvps"] and not lo["converged"]  # stopped before λ_min had converged
+    assert hi["lambda"] == pytest.approx(10.0, rel=1e-6) and hi_both["lambda"] == pytest.approx(10.0, rel=1e-6)
 
 
 @pytest.mark.slow

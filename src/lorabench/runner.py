@@ -102,29 +102,21 @@ def evaluate_kept(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """The held-out splits of a finished run that deferred them, from its kept trained parameters: the model is
     prepared as the run prepared it (same config, same seed: the same base and init) and the parameters loaded;
     writes each split's per-example file beside the run's. Returns split → metrics."""
-    import torch
     from safetensors.torch import load_file
 
     from .files import write_jsonl
     from .record import TRAINABLE
-    from .train import evaluate_split
+    from .train import evaluate_split, load_trainable_state, split_artefact
 
     path = run_dir / TRAINABLE
     if not path.is_file():
         raise ConfigError(f"{path}: not found; the run's held-out splits cannot be evaluated without retraining it")
     p = prepare(cfg)
-    state = load_file(str(path))
-    trained = {n for n, q in p.model.named_parameters() if q.requires_grad}
-    if set(state) != trained:
-        raise ConfigError(f"{path}: its parameters do not match the run config's trainable ones")
-    with torch.no_grad():
-        named = dict(p.model.named_parameters())
-        for n, v in state.items():
-            named[n].copy_(v.to(named[n].device))
+    load_trainable_state(p.model, load_file(str(path)), str(path))
     out = {}
     for split in p.task.held_out:
         ev = evaluate_split(p, split)
-        write_jsonl(run_dir / p.task.artefact.replace(".jsonl", f".{split}.jsonl"), ev.rows)
+        write_jsonl(run_dir / split_artefact(p, split), ev.rows)
         out[split] = ev.metrics
     return out
 

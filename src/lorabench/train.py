@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import data as D
+from .errors import ConfigError
 from .export import finish
 from .losses import loss_of_logits, loss_tokens
 from .measure import Stopwatch, peak_memory, reset_peak_memory
@@ -246,7 +247,7 @@ class Lane:
         c, failed, artefact = self.p.cfg, [], self.p.task.artefact
         if self.last is not None and self.status in (Status.OK, Status.COLLAPSED):
             named = {artefact: self.last.rows} | {
-                artefact.replace(".jsonl", f".{split}.jsonl"): ev.rows for split, ev in self.held_out.items()}
+                split_artefact(self.p, split): ev.rows for split, ev in self.held_out.items()}
             for name, rows in named.items():
                 try:
                     self.record.rows(name, rows)
@@ -272,6 +273,17 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Put :func:`trainable_state`'s parameters back into ``model`` (prepared from the same config); a state whose
+    names are not exactly the model's trainable ones is a ``ConfigError`` naming ``source``."""
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(state) != set(named):
+        raise ConfigError(f"{source}: its parameters do not match the run config's trainable ones")
+    with torch.no_grad():
+        for n, v in state.items():
+            named[n].copy_(v.to(named[n].device))
+
+
 def save_adapter(model: PeftModel, path: str, cfg: Any) -> None:
     """The method's adapter in plain PEFT format, made portable (:func:`lorabench.export.finish`)."""
     method = get_method(cfg.method)
@@ -284,16 +296,13 @@ def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: in
     """Evaluations of runs ``due`` (in eval mode) on ``split``, the time shared equally between them: the validation
     split during training (it picks the best), a held-out split once after it."""
     p0 = lanes[0].p
-    cfg, dev = p0.cfg, p0.device
+    dev = p0.device
     clock = Stopwatch(dev)
     clock.start()
     for i in due:
         lanes[i].p.model.eval()
-    autocast = cfg.bf16 and dev.type == "cuda"
     try:
-        evals = forward.evaluate(due, lambda call, k: p0.task.evaluate(call, k, batch_size=cfg.eval_batch_size,
-                                                                       device=dev, autocast=autocast,
-                                                                       progress=progress, split=split), dev)
+        evals = forward.evaluate(due, split_evaluation(p0, split, progress), dev)
     finally:
         for i in due:
             lanes[i].p.model.train()
@@ -305,13 +314,23 @@ def evaluate_lanes(lanes: list[Lane], due: list[int], forward: Forward, step: in
             lanes[i].held_out[split] = ev
 
 
+def split_evaluation(p: Prepared, split: str, progress: bool = False) -> Evaluate:
+    """The task's evaluation of ``split`` with the run's evaluation settings, for a :class:`Forward` to call."""
+    cfg = p.cfg
+    return lambda call, k: p.task.evaluate(call, k, batch_size=cfg.eval_batch_size, device=p.device,
+                                           autocast=cfg.bf16 and p.device.type == "cuda", progress=progress,
+                                           split=split)
+
+
+def split_artefact(p: Prepared, split: str) -> str:
+    """The per-example file of a held-out split, beside the validation one (``predictions.test.jsonl``)."""
+    return p.task.artefact.replace(".jsonl", f".{split}.jsonl")
+
+
 def evaluate_split(p: Prepared, split: str) -> Evaluation:
     """One run's model on ``split``, alone, in eval mode (a kept run's held-out pass)."""
-    cfg = p.cfg
     p.model.eval()
-    return Alone(p.model).evaluate([0], lambda call, k: p.task.evaluate(
-        call, k, batch_size=cfg.eval_batch_size, device=p.device, autocast=cfg.bf16 and p.device.type == "cuda",
-        progress=False, split=split), p.device)[0]
+    return Alone(p.model).evaluate([0], split_evaluation(p, split), p.device)[0]
 
 
 def run_lanes(ps: list[Prepared], records: list[RunRecord], *, forward: Forward, progress: bool = True,

@@ -28,7 +28,7 @@ from ..config import merge
 from ..files import atomic_write_text
 from ..records import Status
 from .store import Store
-from .summary import best
+from .summary import best_point_rows
 
 COST_FIELDS = ("train_seconds", "samples_per_second", "peak_memory_mb", "memory_kind")
 
@@ -38,15 +38,12 @@ FINAL_FIELDS = ("final", "held_out", "counts")  # what the final pass also keeps
 
 def _best_trials(store: Store, every: bool) -> dict[str, Any]:
     """Group (JSON) → the trial row of its best setting: every group's, or only those whose best trained fused."""
-    rows = store.rows()
     out = {}
-    for t in best(store)["table"]:
+    for t, ok in best_point_rows(store):
         if t["fused"] <= 1 and not every:
             continue
-        grp = json.dumps(t["group"], sort_keys=True)
-        ok = sorted((r for r in rows if r["grp"] == grp and r["lr"] == t["best_lr"] and r["status"] is Status.OK
-                     and r["axes"] == t["axes"]), key=lambda r: r["seed"])
         if ok:
+            grp = json.dumps(t["group"], sort_keys=True)
             out[grp] = ok[0]
     return out
 

@@ -12,7 +12,6 @@ already evaluated is not evaluated again; when later trials move the best, the n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,22 +20,16 @@ from tqdm.auto import tqdm
 from ..config import validate
 from ..errors import ConfigError
 from ..files import atomic_write_json
-from ..records import Status, TrialRow
+from ..records import TrialRow
 from .store import Store
-from .summary import best
+from .summary import best_point_rows
 
 PASS_NOTE = "evaluated after the sweep, at the group's best setting, from the trial's kept trained parameters"
 
 
 def deferred_at_best(store: Store) -> list[TrialRow]:
     """The trials at each group's best point that finished ok with held-out splits still to evaluate."""
-    rows = store.rows()
-    out = []
-    for t in best(store)["table"]:
-        grp = json.dumps(t["group"], sort_keys=True)
-        out += [r for r in rows if r["grp"] == grp and r["lr"] == t["best_lr"] and r["axes"] == t["axes"]
-                and r["status"] is Status.OK and r["result"] and r["result"].get("held_out_deferred")]
-    return out
+    return [r for _, at in best_point_rows(store) for r in at if r["result"] and r["result"].get("held_out_deferred")]
 
 
 def evaluate_held_out(store: Store, out: Path, *, progress: bool = False,

@@ -11,6 +11,7 @@ first, before any trial, since it proposes from them (:func:`lorabench.sweep.str
 from __future__ import annotations
 
 import json
+from collections import Counter
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -156,10 +157,8 @@ def open_for(sweep: Sweep, out: Path, url: str, strategy: str) -> Store:
     store.set_meta("sweep", sweep.dump())
     store.set_meta("strategy", strategy)
     store.set_meta("prediction", sweep.cfg.prediction.model_dump(mode="json"))
-    grid_trials: dict[str, int] = {}
-    for t in sweep.trials:
-        grid_trials[t.group] = grid_trials.get(t.group, 0) + 1
-    store.set_meta("grid_trials", grid_trials)  # the full grid's trials per group, against which a strategy saves
+    # the full grid's trials per group, against which a strategy saves
+    store.set_meta("grid_trials", dict(Counter(t.group for t in sweep.trials)))
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.dump(), sort_keys=False))
     store.reclaim()
     return store
@@ -185,6 +184,17 @@ def adopt_finished(store: Store, out: Path, keys: list[str]) -> int:
     return adopted
 
 
+def _check_settings(sweep: Sweep, strategy: str, executor: str) -> None:
+    if strategy not in (*STRATEGIES, "hessian"):
+        raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}, hessian")
+    ref = sweep.cfg.prediction.reference
+    if strategy == "hessian" and ref not in sweep.cfg.space.methods:
+        raise ConfigError(f"{sweep.source}: prediction.reference: {ref!r} is not among space.methods "
+                          f"({', '.join(sweep.cfg.space.methods)}); strategy hessian predicts the others from it")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
+
+
 def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str = "local",
               strategy: str | None = None, address: str | None = None, store_url: str | None = None,
               fuse: int | None = None, progress: bool = True, retry: list[str] | None = None,
@@ -198,13 +208,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
     fused (:mod:`lorabench.sweep.costs`)."""
     out = Path(out)
     strategy = strategy or sweep.cfg.strategy
-    if strategy not in (*STRATEGIES, "hessian"):
-        raise ConfigError(f"--strategy: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}, hessian")
-    if strategy == "hessian" and sweep.cfg.prediction.reference not in sweep.cfg.space.methods:
-        raise ConfigError(f"--strategy hessian: prediction.reference {sweep.cfg.prediction.reference!r} is not among "
-                          "space.methods")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor: unknown executor {executor!r}; use local or ray")
+    _check_settings(sweep, strategy, executor)
     out.mkdir(parents=True, exist_ok=True)  # only once the settings are known good: a bad one leaves no folder
     hcfg = None
     if (sweep.cfg.hessian or strategy == "hessian") and not rebuild:
@@ -232,7 +236,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, workers: int = 1, executor: str 
                 propose = at_best(propose, set(sweep.cfg.space.seeds_at_best))
             _run_pending(sweep, store, out, url, propose, workers=workers, executor=executor,
                          address=address, fuse=fuse, progress=progress)
-            if hcfg is not None:
+            if hcfg is not None and strategy != "hessian":  # that one measured them first
                 measure_hessians(sweep, store, hcfg, log=log)
             evaluate_held_out(store, out, progress=progress, log=log)
             if costs:

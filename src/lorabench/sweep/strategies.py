@@ -63,6 +63,31 @@ def _rate_score(specs: list[TrialSpec], done: Done) -> Score | None:
     return (mean(v[0] for v in vals), mean(v[1] for v in vals))  # type: ignore[index]
 
 
+def _by_lr(specs: list[TrialSpec]) -> tuple[list[float], list[list[TrialSpec]]]:
+    lrs = sorted({s.lr for s in specs})
+    return lrs, [[s for s in specs if s.lr == lr] for lr in lrs]
+
+
+def _by_group(specs: list[TrialSpec]) -> dict[str, list[TrialSpec]]:
+    out: dict[str, list[TrialSpec]] = defaultdict(list)
+    for s in specs:
+        out[s.group].append(s)
+    return out
+
+
+def _pair(s: TrialSpec) -> tuple[tuple[str, Any], ...]:
+    """A trial's second learning-rate axes (e.g. LoRA+'s ``lr_b``): with ``lr``, its point on the curve."""
+    return tuple(sorted((k, v) for k, v in s.axes.items() if k.startswith("lr_")))
+
+
+def _top_by_accuracy(cells: Mapping[Any, list[TrialSpec]], done: Done) -> Any:
+    """The key of the cell with the highest mean accuracy over its seeds finished ok, the smallest key among equals
+    (``lorabench best``'s rule, :func:`lorabench.sweep.curves.best_point`); None if no seed finished ok."""
+    accs = {k: _mean_ok_accuracy([done[s.key] for s in cells[k]]) for k in sorted(cells)}
+    scored = [k for k, a in accs.items() if a is not None]
+    return max(scored, key=lambda k: accs[k]) if scored else None  # type: ignore[arg-type,return-value]
+
+
 def _chosen(at: list[list[TrialSpec]], done: Done) -> list[int]:
     """Indices of the rates to run: the coarse points, then one refinement step once they are all scored."""
     n = len(at)
@@ -79,13 +104,9 @@ def _chosen(at: list[list[TrialSpec]], done: Done) -> list[int]:
 
 
 def adaptive(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
-    by_group: dict[str, list[TrialSpec]] = defaultdict(list)
-    for s in specs:
-        by_group[s.group].append(s)
     out: list[TrialSpec] = []
-    for group_specs in by_group.values():
-        lrs = sorted({s.lr for s in group_specs})
-        at = [[s for s in group_specs if s.lr == lr] for lr in lrs]
+    for group_specs in _by_group(specs).values():
+        _, at = _by_lr(group_specs)
         for i in _chosen(at, done):
             out += at[i]
     return out
@@ -94,23 +115,11 @@ def adaptive(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
 Strategy = Callable[[list[TrialSpec], Done], list[TrialSpec]]
 
 
-def _by_lr(specs: list[TrialSpec]) -> tuple[list[float], list[list[TrialSpec]]]:
-    lrs = sorted({s.lr for s in specs})
-    return lrs, [[s for s in specs if s.lr == lr] for lr in lrs]
-
-
-def _by_group(specs: list[TrialSpec]) -> dict[str, list[TrialSpec]]:
-    out: dict[str, list[TrialSpec]] = defaultdict(list)
-    for s in specs:
-        out[s.group].append(s)
-    return out
-
-
 def _lr_score(specs: list[TrialSpec], done: Done) -> Score | None:
     """A learning rate's score: over its points (one, or one per second rate), the best mean over seeds."""
     pairs: dict[tuple[tuple[str, Any], ...], list[TrialSpec]] = defaultdict(list)
     for s in specs:
-        pairs[tuple(sorted((k, v) for k, v in s.axes.items() if k.startswith("lr_")))].append(s)
+        pairs[_pair(s)].append(s)
     scores = [_rate_score(p, done) for p in pairs.values()]
     return None if any(v is None for v in scores) else max(scores)  # type: ignore[type-var]
 
@@ -157,9 +166,8 @@ def reference_best(specs: list[TrialSpec], done: Done) -> float | None:
     if any(trial_score(done.get(s.key)) is None for s in specs):
         return None
     lrs, at = _by_lr(specs)
-    accs = [_mean_ok_accuracy([done[s.key] for s in ss]) for ss in at]
-    scored = [i for i, a in enumerate(accs) if a is not None]
-    return lrs[max(scored, key=lambda i: accs[i])] if scored else None  # type: ignore[arg-type,return-value]
+    top = _top_by_accuracy(dict(zip(lrs, at, strict=True)), done)
+    return float(top) if top is not None else None
 
 
 def hessian(lambdas: Mapping[str, float], *, reference: str, exponent: float = 1.0,
@@ -210,26 +218,21 @@ def at_best(strategy: Strategy, extra: set[int]) -> Strategy:
     too: the proposal settles where ``lorabench best`` reports."""
 
     def point(s: TrialSpec) -> tuple[float, tuple[tuple[str, Any], ...]]:
-        return (s.lr, tuple(sorted((k, v) for k, v in s.axes.items() if k.startswith("lr_"))))
+        return (s.lr, _pair(s))
 
     def propose(specs: list[TrialSpec], done: Done) -> list[TrialSpec]:
         chosen = strategy([s for s in specs if s.seed not in extra], done)
         out = list(chosen)
-        by_group: dict[str, list[TrialSpec]] = defaultdict(list)
-        for s in chosen:
-            by_group[s.group].append(s)
-        for group, trials in by_group.items():
+        for group, trials in _by_group(chosen).items():
             extras = [s for s in specs if s.group == group and s.seed in extra]
             while True:
                 ran = trials + [s for s in extras if s in out]
                 if any(trial_score(done.get(s.key)) is None for s in ran):
                     break  # decide once every proposed seed has finished
-                pts = sorted({point(s) for s in trials})
-                accs = {p: _mean_ok_accuracy([done[s.key] for s in ran if point(s) == p]) for p in pts}
-                scored = [p for p in pts if accs[p] is not None]
-                if not scored:
+                top = _top_by_accuracy({p: [s for s in ran if point(s) == p] for p in {point(s) for s in trials}},
+                                       done)
+                if top is None:
                     break
-                top = max(scored, key=lambda p: accs[p])  # type: ignore[arg-type,return-value]
                 more = [s for s in extras if point(s) == top and s not in out]
                 if not more:
                     break

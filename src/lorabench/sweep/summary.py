@@ -10,7 +10,7 @@ from statistics import mean
 from typing import Any
 
 from ..errors import ConfigError
-from ..records import FINISHED, Stat, Status, SummaryRow
+from ..records import FINISHED, Stat, Status, SummaryRow, TrialRow
 from .store import worker_gone
 from .curves import best_point, points, stat
 from .prediction import fit_exponent, grid_steps, predict_lr, reference_group
@@ -117,11 +117,22 @@ def best(store: Store) -> dict[str, Any]:
             "exponent_fit": fit, "spread": (max(peaks) - min(peaks)) if peaks else None}
 
 
-def grid_lrs(sweep: dict[str, Any] | None, method: str) -> list[float] | None:
-    """The sorted learning rates of ``method``'s full grid in the recorded sweep config (its two-rate grid's lr)."""
-    if not sweep:
+def best_point_rows(store: Store) -> list[tuple[SummaryRow, list[TrialRow]]]:
+    """Each ``best()`` table row with the trials at its point (learning rate and any second rate) that finished ok,
+    by seed: what the held-out, cost and final passes act on."""
+    rows = store.rows()
+    out = []
+    for t in best(store)["table"]:
+        grp = json.dumps(t["group"], sort_keys=True)
+        out.append((t, sorted((r for r in rows if r["grp"] == grp and r["lr"] == t["best_lr"] and r["axes"] == t["axes"]
+                               and r["status"] is Status.OK), key=lambda r: r["seed"])))
+    return out
+
+
+def grid_lrs(space: SweepSpace | None, method: str) -> list[float] | None:
+    """The sorted learning rates of ``method``'s full grid in the recorded sweep space (its two-rate grid's lr)."""
+    if space is None:
         return None
-    space = SweepSpace.model_validate(sweep["space"])
     pair = space.rate_grid.get(method)
     return sorted(float(x) for x in pair["lr"]) if pair and "lr" in pair else space.lrs(method)
 
@@ -131,6 +142,7 @@ def predictions(table: list[Any], settings: dict[str, Any], sweep: dict[str, Any
     rate, found / predicted, the signed grid steps between them, ``far`` beyond one step); returns the fit of
     log(best lr) on log(λ_max) over the rows (:func:`lorabench.sweep.prediction.fit_exponent`)."""
     reference, exponent = settings.get("reference", "lora"), float(settings.get("exponent", 1.0))
+    space = SweepSpace.model_validate(sweep["space"]) if sweep else None
     by_group = {json.dumps(t["group"], sort_keys=True): t for t in table}
     usable = [t for t in table if t.get("lambda_max") is not None and t["lambda_max"] > 0]
     for t in usable:
@@ -139,7 +151,7 @@ def predictions(table: list[Any], settings: dict[str, Any], sweep: dict[str, Any
         if t["method"] == reference or ref is None or ref not in usable:
             continue
         lr = predict_lr(ref["best_lr"], ref["lambda_max"], t["lambda_max"], exponent)
-        grid = grid_lrs(sweep, t["method"])
+        grid = grid_lrs(space, t["method"])
         steps = grid_steps(grid, lr, t["best_lr"]) if grid else None
         t["prediction"] = {"reference": reference, "reference_lr": ref["best_lr"], "exponent": exponent,
                            "predicted_lr": lr, "ratio": t["best_lr"] / lr, "grid_steps": steps,
